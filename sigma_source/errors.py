@@ -106,3 +106,7 @@ class DownloadError(SigmaLoadError):
 
 class CSVTypeError(SigmaLoadError):
     """A value in a result file does not fit its column's type."""
+
+
+class CSVFormatError(SigmaLoadError):
+    """A result file is not the CSV Sigma writes: empty, ragged rows, broken quoting, not UTF-8."""

@@ -1,0 +1,50 @@
+"""One query run, start to file: create it, wait for it, download its result.
+
+Everything learnt on the way is written into a `QueryRunRecord` as soon as it is known, so
+that a run which fails half-way is still recorded with its run id and what went wrong.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sigma_source.lineage import SUCCEEDED, QueryRunRecord
+
+if TYPE_CHECKING:
+    from sigma_source.client import SigmaClient
+
+
+def execute_query_run(
+    client: SigmaClient,
+    record: QueryRunRecord,
+    destination: Path,
+    *,
+    poll_timeout: float | None = None,
+) -> Path:
+    """Run `record.sql` (or `record.saved_query_id`) on Sigma and download the result CSV.
+
+    Returns the path of the downloaded file. Raises a `SigmaLoadError` on any failure, after
+    recording the run id and timings that were known by then.
+    """
+    if record.saved_query_id:
+        run = client.create_query_run(saved_query=record.saved_query_id)
+    else:
+        run = client.create_query_run(record.sql)
+    record.query_run_id = run.id
+    record.created_at = run.created
+    if run.sql and not record.sql:
+        record.sql = run.sql
+
+    waited = client.wait(run.id, poll_timeout=poll_timeout)
+    record.poll_count = waited.polls
+    record.wait_seconds = round(waited.seconds, 3)
+    record.finalized_at = waited.run.finalized_at
+    record.file_id = waited.run.file_id
+
+    started = time.monotonic()
+    record.file_size_bytes = client.download_file(waited.run.file_id, destination)
+    record.download_seconds = round(time.monotonic() - started, 3)
+    record.status = SUCCEEDED
+    return destination
