@@ -36,6 +36,7 @@ from sigma_source.sigma_types import parse_sigma_type
 
 __all__ = [
     "CONFIG_KEYS",
+    "Freshness",
     "MAX_WINDOWS",
     "Query",
     "QueryConfig",
@@ -67,6 +68,18 @@ _UTC = timezone.utc
 
 
 @dataclass(frozen=True)
+class Freshness:
+    """dbt-style thresholds: how old a table's newest data may get before `freshness` complains.
+
+    Age is measured from the newest cursor value loaded (the last load time for a query
+    without a cursor); past `warn_after` the check warns, past `error_after` it fails.
+    """
+
+    warn_after: timedelta | None = None
+    error_after: timedelta | None = None
+
+
+@dataclass(frozen=True)
 class QueryConfig:
     """What a file's `config(...)` block says, validated and with defaults filled in."""
 
@@ -81,6 +94,7 @@ class QueryConfig:
     saved_query: str | None = None
     write_disposition: WriteDisposition = "append"
     description: str | None = None
+    freshness: Freshness | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +106,8 @@ class Query:
     config: QueryConfig
     text: str = field(repr=False)
     template: Template = field(repr=False, compare=False)
+    templated: bool = False
+    """Whether the file holds Jinja besides its config() block, i.e. renders per run."""
 
 
 @dataclass(frozen=True)
@@ -158,7 +174,9 @@ def load_query(path: str | os.PathLike[str]) -> Query:
     template = environment.template_class.from_code(
         environment, code, environment.make_globals(None), None
     )
-    return Query(name=name, path=path, config=config, text=text, template=template)
+    return Query(
+        name=name, path=path, config=config, text=text, template=template, templated=templated
+    )
 
 
 def _syntax_checked(step: Callable[[], Any], path: Path) -> Any:
@@ -297,6 +315,13 @@ def _check_cursor_use(tree: nodes.Template, config: QueryConfig, path: Path) -> 
             f"{path}: uses {' and '.join(used)} but config() sets no cursor, so no run "
             "is ever incremental; add config(cursor='created', ...)"
         )
+    if config.cursor and "cursor_start" not in referenced:
+        raise ConfigError(
+            f"{path}: config(cursor={config.cursor!r}) but the SQL never filters on "
+            f"{{{{ cursor_start }}}}, so every run would re-read the whole table; add "
+            f"`where {config.cursor} >= {{{{ cursor_start }}}} and {config.cursor} < "
+            "{{ cursor_end }}` inside {% if is_incremental() %}"
+        )
 
 
 def _static_text(tree: nodes.Template) -> str:
@@ -400,6 +425,30 @@ def _saved_query(value: object) -> str:
     return value
 
 
+_FRESHNESS_KEYS = ("warn_after", "error_after")
+
+
+def _freshness(value: object) -> Freshness:
+    if not isinstance(value, dict) or not value:
+        raise ValueError("expected a dict such as {'warn_after': '6h', 'error_after': '1d'}")
+    unknown = sorted(set(value) - set(_FRESHNESS_KEYS), key=str)
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r}; use warn_after and error_after")
+    spans = {}
+    for key, text in value.items():
+        try:
+            span = parse_duration(text)
+        except ValueError as error:
+            raise ValueError(f"{key}: {error}") from None
+        if span <= timedelta(0):
+            raise ValueError(f"{key}: must be longer than zero, e.g. '6h'")
+        spans[key] = span
+    warn, error = spans.get("warn_after"), spans.get("error_after")
+    if warn and error and warn >= error:
+        raise ValueError("warn_after must be shorter than error_after")
+    return Freshness(**spans)
+
+
 def _write_disposition(value: object) -> str:
     if value not in WRITE_DISPOSITIONS:
         raise ValueError(f"expected one of {', '.join(WRITE_DISPOSITIONS)}")
@@ -418,6 +467,7 @@ _VALIDATORS: dict[str, Callable[[object], object]] = {
     "saved_query": _saved_query,
     "write_disposition": _write_disposition,
     "description": _text,
+    "freshness": _freshness,
 }
 CONFIG_KEYS = tuple(sorted(_VALIDATORS))
 

@@ -132,6 +132,7 @@ def test_config_keys_are_the_documented_ones():
         "cursor",
         "description",
         "enabled",
+        "freshness",
         "initial_value",
         "lag",
         "primary_key",
@@ -193,8 +194,8 @@ BAD_VALUES = [
     (
         "primary_keys='id'",
         "config(primary_keys='id'): unknown key; did you mean 'primary_key'? valid keys: "
-        "backfill_chunk, columns, cursor, description, enabled, initial_value, lag, primary_key, "
-        "saved_query, tags, write_disposition",
+        "backfill_chunk, columns, cursor, description, enabled, freshness, initial_value, lag, "
+        "primary_key, saved_query, tags, write_disposition",
     ),
     (
         "materialized='table'",
@@ -309,3 +310,14 @@ def test_config_values_are_never_executed(query_file, tmp_path):
 
     with pytest.raises(ConfigError, match="must be a literal"):
         load_query(path)
+
+
+def test_a_cursor_the_sql_never_filters_on_is_refused(query_file):
+    path = query_file("{{ config(primary_key='id', cursor='created') }}\n" + BODY)
+
+    with pytest.raises(ConfigError) as error:
+        load_query(path)
+
+    message = str(error.value)
+    assert message.startswith(f"{path}: config(cursor='created')")
+    assert "{{ cursor_start }}" in message and "re-read the whole table" in message

@@ -95,7 +95,8 @@ def test_cursor_start_can_be_tested_with_is_defined(query_from):
 
 def test_is_incremental_without_parentheses_is_an_error_not_always_true(query_from):
     query = query_from(
-        "{{ config(cursor='created') }}select 1\n{% if is_incremental %}where false{% endif %}"
+        "{{ config(cursor='created') }}select 1\n"
+        "{% if is_incremental %}where created >= {{ cursor_start }}{% endif %}"
     )
 
     with pytest.raises(ConfigError, match="with parentheses") as error:
@@ -159,7 +160,10 @@ def test_a_python_error_in_a_template_names_the_file_and_line(query_from):
 
 
 def test_a_template_that_renders_nothing_is_an_error(query_from):
-    query = query_from("{{ config(cursor='created') }}{% if is_incremental() %}select 1{% endif %}")
+    query = query_from(
+        "{{ config(cursor='created') }}"
+        "{% if is_incremental() %}select 1 where created >= {{ cursor_start }}{% endif %}"
+    )
 
     with pytest.raises(ConfigError, match="renders to empty SQL"):
         render_sql(query, window=Window(None, FEB_1))

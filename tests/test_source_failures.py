@@ -122,7 +122,8 @@ def test_missing_cursor_column_is_a_clear_error_naming_the_file(harness):
     harness.write_query(
         "no_cursor",
         "{{ config(primary_key='id', cursor='created', initial_value='2024-01-01') }}\n"
-        "select id, amount from balance_transactions",
+        "select id, amount from balance_transactions\n"
+        "where created >= {{ cursor_start }} and created < {{ cursor_end }}",
     )
 
     result = harness.run(select=["no_cursor"])
