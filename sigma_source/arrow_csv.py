@@ -28,7 +28,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from os import PathLike
 from typing import Literal, TypeVar
 
@@ -60,6 +60,7 @@ __all__ = [
     "Rule",
     "arrow_schema",
     "infer_column_types",
+    "prefetched",
     "read_batches",
     "read_header",
     "resolve_column_types",
@@ -71,6 +72,8 @@ __all__ = [
 # pyarrow parses one block at a time; the block size bounds the reader's memory. 1 MiB
 # blocks measured as fast as larger ones and kept peak RSS far lower.
 DEFAULT_BLOCK_SIZE = 1 << 20
+# A row longer than a block is read with larger blocks, up to this: one row's worth of memory.
+MAX_BLOCK_SIZE = 256 << 20
 
 FilePath = str | PathLike[str]
 Rule = Literal["declared", "api", "stored", "inferred"]
@@ -175,17 +178,37 @@ def resolve_file_types(
     api_schema: Mapping[str, str] | None = None,
     stored: Mapping[str, str] | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
+    on_guess: Callable[[ResolvedTypes], None] | None = None,
 ) -> ResolvedTypes:
-    """`resolve_column_types` for a result file: reads its header, infers only what is left."""
-    return resolve_column_types(
-        read_header(path),
-        declared=declared,
-        api_schema=api_schema,
-        stored=stored,
-        infer=lambda columns: infer_column_types(
-            path, columns=columns, block_size=block_size, query_name=query_name
-        ),
-        query_name=query_name,
+    """`resolve_column_types` for a result file: reads its header, infers only what is left.
+
+    `on_guess`, if given, hears the types as they stand after the first block, when the
+    pass over the rest of the file is still to come (see `infer_column_types`).
+    """
+    header = read_header(path)
+
+    def resolve(infer: Callable[[list[str]], Mapping[str, str]]) -> ResolvedTypes:
+        return resolve_column_types(
+            header,
+            declared=declared,
+            api_schema=api_schema,
+            stored=stored,
+            infer=infer,
+            query_name=query_name,
+        )
+
+    def guessed(inferred: Mapping[str, str]) -> None:
+        if on_guess is not None:
+            on_guess(resolve(lambda _columns: inferred))
+
+    return resolve(
+        lambda columns: infer_column_types(
+            path,
+            columns=columns,
+            block_size=block_size,
+            query_name=query_name,
+            on_first_block=guessed,
+        )
     )
 
 
@@ -203,7 +226,12 @@ def _declared_types(
 
 def _check_header(columns: Sequence[str], *, where: str) -> None:
     seen: set[str] = set()
-    for name in columns:
+    for position, name in enumerate(columns, start=1):
+        if not name:
+            raise ConfigError(
+                f"{where}: column {position} of the result has no name; "
+                "give it one (an alias) in the SQL"
+            )
         if name in seen:
             raise ConfigError(
                 f"{where}: the result has two columns named {name!r}; "
@@ -447,6 +475,7 @@ def infer_column_types(
     columns: Sequence[str] | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
     query_name: str | None = None,
+    on_first_block: Callable[[dict[str, str]], None] | None = None,
 ) -> dict[str, str]:
     """Rule 4: the narrowest Sigma type every value of each column fits, from the whole file.
 
@@ -464,7 +493,10 @@ def infer_column_types(
     - varchar: anything else, and a column that is NULL everywhere.
 
     Reads only `columns` (default: all), as strings, one block at a time, so memory stays
-    bounded whatever the file size.
+    bounded whatever the file size. Most columns are decided by the first block; when some
+    are not, `on_first_block` is called with the types as they stand then (the narrowest
+    fitting so far), before the rest of the file is read: a caller can start parsing with
+    them, and keep the result if the whole pass ends with the same types.
     """
     header = read_header(path)
     _check_header(header, where=str(path))
@@ -477,6 +509,8 @@ def infer_column_types(
     _observe(context, evidence, wanted, first_block_only=True)
     undecided = [name for name in wanted if not evidence[name].settled]
     if undecided:
+        if on_first_block is not None:
+            on_first_block({name: evidence[name].sigma_type() for name in wanted})
         # Re-reading the first block is cheaper than converting settled text columns to
         # the end of the file; observing a batch twice changes nothing.
         _observe(context, evidence, undecided, first_block_only=False)
@@ -491,7 +525,7 @@ def _observe(
     first_block_only: bool,
 ) -> None:
     reader = context.open({name: pa.string() for name in columns})
-    with closing(_prefetched(context.batches(reader))) as batches:
+    with closing(prefetched(context.batches(reader))) as batches:
         for batch in batches:
             for name, values in zip(batch.schema.names, batch.columns, strict=True):
                 evidence[name].observe(values)
@@ -504,12 +538,13 @@ class _Failure:
     error: BaseException
 
 
-def _prefetched(items: Iterator[_Item], depth: int = 2) -> Iterator[_Item]:
+def prefetched(items: Iterator[_Item], depth: int = 2) -> Iterator[_Item]:
     """`items`, produced on a helper thread up to `depth` ahead of the consumer.
 
-    The inference checks of one batch then overlap pyarrow's parse of the next (both
-    release the GIL): on two cores this takes about a third off the pass. An error raised
-    while producing is raised to the consumer; closing the consumer stops the producer.
+    What the consumer does with one batch (inference checks, parquet encoding) then
+    overlaps pyarrow's parse of the next (both release the GIL): on two cores this takes
+    about a third off a pass. An error raised while producing is raised to the consumer;
+    closing the consumer (`contextlib.closing`) stops the producer.
     """
     buffer: queue.Queue[_Item | _Failure | None] = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -631,26 +666,52 @@ class _ReadContext:
     resolved: ResolvedTypes
     block_size: int
 
+    # The columns of the last open(), to open the file again with larger blocks.
+    column_types: dict[str, pa.DataType] = field(default_factory=dict)
+
     def open(self, column_types: Mapping[str, pa.DataType]) -> pa_csv.CSVStreamingReader:
-        try:
-            return _open_csv(self.path, column_types, self._options)
-        except pa.ArrowInvalid as error:
-            raise self._explain(error) from error
+        self.column_types = dict(column_types)
+        while True:
+            try:
+                return _open_csv(self.path, column_types, self._options)
+            except pa.ArrowInvalid as error:
+                if not self._grow_block(error):
+                    raise self._explain(error) from error
 
     def batches(self, reader: pa_csv.CSVStreamingReader) -> Iterator[pa.RecordBatch]:
+        """The reader's batches. pyarrow cannot parse a row longer than a block (a 10 MB
+        text value): the file is then read again with larger blocks, skipping the rows
+        already produced, so the common case keeps its small blocks."""
+        produced = 0
         while True:
             try:
                 batch = reader.read_next_batch()
             except StopIteration:
                 return
             except pa.ArrowInvalid as error:
-                raise self._explain(error) from error
+                if not self._grow_block(error):
+                    raise self._explain(error) from error
+                yield from _skip_rows(self.batches(self.open(self.column_types)), produced)
+                return
+            produced += batch.num_rows
             yield batch
+
+    def _grow_block(self, error: pa.ArrowInvalid) -> bool:
+        """Quadruple the block size after a row longer than a block; False for other errors."""
+        if not _row_longer_than_block(error) or self.block_size >= MAX_BLOCK_SIZE:
+            return False
+        self.block_size = min(self.block_size * 4, MAX_BLOCK_SIZE)
+        return True
 
     def _explain(self, error: pa.ArrowInvalid) -> Exception:
         """Turn pyarrow's error into one line naming the query, column, row and value."""
         message = str(error).splitlines()[0]
         where = f"query {self.query_name!r}: " if self.query_name else ""
+        if _row_longer_than_block(error):
+            return CSVFormatError(
+                f"{where}{self.path} has a row longer than {MAX_BLOCK_SIZE >> 20} MiB, "
+                "the most sigma-load reads in one row"
+            )
         column_match = re.match(r"In CSV column #(\d+): (.*)", message)
         if not column_match or "UTF8" in message:
             return CSVFormatError(f"{where}{self.path} is not valid Sigma CSV: {message}")
@@ -722,6 +783,20 @@ def _open_csv(
             false_values=_FALSE_VALUES,
         ),
     )
+
+
+def _row_longer_than_block(error: pa.ArrowInvalid) -> bool:
+    return "straddling object straddles two block boundaries" in str(error)
+
+
+def _skip_rows(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """`batches` without their first `rows` rows."""
+    for batch in batches:
+        if rows >= batch.num_rows:
+            rows -= batch.num_rows
+            continue
+        yield batch.slice(rows) if rows else batch
+        rows = 0
 
 
 def _first_unparsable(values: pa.StringArray, target: pa.DataType) -> int | None:

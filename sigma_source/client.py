@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -74,6 +74,7 @@ from sigma_source.errors import (
 __all__ = [
     "ClientConfig",
     "FileObject",
+    "PollSchedule",
     "QueryRun",
     "SavedQuery",
     "ScheduledQueryRun",
@@ -115,7 +116,11 @@ class ClientConfig:
     backoff_factor: float = 0.5
     max_retry_delay: float = 5.0
     download_attempts: int = 3
-    poll_interval: float = 1.0
+    # Polling (see PollSchedule): a run is polled at least every `poll_interval` seconds
+    # during its first `poll_fast_seconds`, so it is noticed within that long of finishing;
+    # after that the waits double up to `poll_max_interval`.
+    poll_interval: float = 2.0
+    poll_fast_seconds: float = 60.0
     poll_max_interval: float = 15.0
     poll_timeout: float = 1800.0
     max_connections: int = 10
@@ -128,7 +133,7 @@ class ClientConfig:
             _check_number(name, getattr(self, name), minimum=1, integer=True)
         for name in ("request_timeout", "poll_interval", "poll_max_interval"):
             _check_number(name, getattr(self, name), minimum=0, exclusive=True)
-        for name in ("backoff_factor", "max_retry_delay", "poll_timeout"):
+        for name in ("backoff_factor", "max_retry_delay", "poll_timeout", "poll_fast_seconds"):
             _check_number(name, getattr(self, name), minimum=0)
         if self.poll_max_interval < self.poll_interval:
             raise ConfigError(
@@ -263,6 +268,63 @@ def parse_retry_after(value: str | None) -> float | None:
     return seconds if seconds >= 0 else None
 
 
+# --------------------------------------------------------------------------- polling
+
+
+class PollSchedule:
+    """How long to wait before each next poll of a running query run.
+
+    A run is polled at once. The waits then start short and double (1/16, 1/8, 1/4, 1/2 of
+    `interval`) so that a quick query is noticed within a fraction of a second, and stay at
+    `interval` until the run has been running `fast_seconds`: a run that finishes within its
+    first minute is noticed within `interval` (2 s by default). After that they keep doubling
+    up to `max_interval`, so an hour-long run costs a poll every 15 s, not every 2 s. Each
+    wait is jittered down by up to `jitter` (10%), never up, so parallel loaders spread out
+    and the bound holds.
+
+    With the defaults, a run that takes 60 s costs about 36 polls: noticing any finish
+    within 2 s needs a poll every 2 s (30 per minute), whatever the schedule.
+    """
+
+    RAMP_STEPS = 4  # waits before the first full interval: 1/16, 1/8, 1/4, 1/2 of it
+
+    def __init__(
+        self,
+        *,
+        interval: float,
+        fast_seconds: float,
+        max_interval: float,
+        jitter: float = 0.1,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.interval = interval
+        self.fast_seconds = fast_seconds
+        self.max_interval = max_interval
+        self.jitter = jitter
+        self._rand = rand
+        self._polls = 0
+        self._slow_polls = 0
+
+    @classmethod
+    def from_config(cls, config: ClientConfig) -> PollSchedule:
+        return cls(
+            interval=config.poll_interval,
+            fast_seconds=config.poll_fast_seconds,
+            max_interval=config.poll_max_interval,
+        )
+
+    def next_wait(self, elapsed: float) -> float:
+        """Seconds to wait after a poll made `elapsed` seconds after waiting for the run began."""
+        self._polls += 1
+        if elapsed < self.fast_seconds:
+            steps_left = max(self.RAMP_STEPS - self._polls + 1, 0)
+            wait = self.interval / 2**steps_left
+        else:
+            self._slow_polls += 1
+            wait = min(self.interval * 2**self._slow_polls, self.max_interval)
+        return wait * (1 - self.jitter * self._rand())
+
+
 # --------------------------------------------------------------------------- transport
 
 
@@ -279,6 +341,30 @@ class _BearerAuth(requests.auth.AuthBase):
 
     def __repr__(self) -> str:
         return "_BearerAuth(****)"
+
+
+class _RedirectGuardedSession(requests.Session):
+    """A session that follows a redirect only to where the client may connect at all.
+
+    Stripe does not redirect; a redirect to plain http:// elsewhere would carry an answer
+    (a result file) unencrypted, around the https rule. `requests` already drops the
+    Authorization header when a redirect changes host, port or scheme.
+    """
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        target = super().get_redirect_target(resp)
+        if target is not None:
+            url = urljoin(resp.url, target)
+            parts = urlsplit(url)
+            if not (
+                parts.scheme == "https"
+                or (parts.scheme == "http" and _is_loopback(parts.hostname or ""))
+            ):
+                raise requests.exceptions.InvalidURL(
+                    f"refused a redirect to {parts.scheme}://{parts.hostname}: only https:// "
+                    "(or http:// to a loopback host) is allowed"
+                )
+        return target
 
 
 class StripeTransport:
@@ -409,7 +495,7 @@ class StripeTransport:
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
+            session = _RedirectGuardedSession()
             session.mount("https://", self._adapter)
             session.mount("http://", self._adapter)
             self._local.session = session
@@ -595,15 +681,17 @@ class SigmaClient:
     ) -> WaitResult:
         """Poll a run until it finishes; return it when it succeeded with a result file.
 
-        Polls at once, then after jittered, doubling intervals from `poll_interval` up to
-        `poll_max_interval`, the last poll falling on the deadline. `on_poll` sees every
-        polled state. Raises `QueryRunError` for a run that failed, was canceled, timed
-        out, has an unknown status or finished without a file; `PollTimeoutError` when it
-        is still running after `poll_timeout` seconds (default: the config's).
+        Polls at once, then as `PollSchedule` says (from the config's `poll_interval`,
+        `poll_fast_seconds` and `poll_max_interval`), the last poll falling on the deadline.
+        `on_poll` sees every polled state. Raises `QueryRunError` for a run that failed, was
+        canceled, timed out, has an unknown status or finished without a file;
+        `PollTimeoutError` when it is still running after `poll_timeout` seconds (default:
+        the config's).
         """
         timeout = self.config.poll_timeout if poll_timeout is None else poll_timeout
         started = time.monotonic()
         deadline = started + timeout
+        schedule = PollSchedule.from_config(self.config)
         polls = 0
         while True:
             run = self.retrieve_query_run(run_id)
@@ -620,12 +708,8 @@ class SigmaClient:
                     run_id=run_id,
                     status=run.status,
                 )
-            backoff = retry_delay(
-                polls,
-                backoff_factor=self.config.poll_interval,
-                max_delay=self.config.poll_max_interval,
-            )
-            time.sleep(min(backoff, remaining))
+            wait = schedule.next_wait(time.monotonic() - started)
+            time.sleep(min(wait, remaining))
         check_run_succeeded(run)
         return WaitResult(run=run, polls=polls, seconds=time.monotonic() - started)
 

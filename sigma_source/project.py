@@ -62,6 +62,7 @@ _UNSAFE_IN_SQL = re.compile(r"['\";\\]|--|/\*|\*/|[\x00-\x1f\x7f]")
 _TEMPLATE_NAMES = "is_incremental(), cursor_start, cursor_end, var(), config()"
 _WINDOW_NAMES = {"is_incremental": "is_incremental()", "cursor_start": "cursor_start"}
 _UTC = timezone.utc
+_CURSOR_PRECISION = timedelta(milliseconds=1)
 
 
 # --- the model -------------------------------------------------------------------------------
@@ -778,9 +779,10 @@ def plan_windows(
 ) -> list[Window]:
     """The cursor windows of one run, oldest first; [] when there is nothing new to read.
 
-    start = the highest cursor loaded so far − `lag` (never before `initial_value`), or
-    `initial_value` on a first run; end = `now`. A query without a cursor, or a first run
-    without `initial_value`, gets one window without a start (not incremental). With
+    start = the highest cursor loaded so far − `lag` (never before `initial_value`; for
+    `append`, which has no lag, one millisecond after it), or `initial_value` on a first
+    run; end = `now`. A query without a cursor, or a first run without `initial_value`,
+    gets one window without a start (not incremental). With
     `backfill_chunk`, a longer span is cut into chunks of that length from the start; the last
     one ends at `now`. Bounds are UTC with millisecond precision, the precision of Sigma's
     timestamps; a naive `last_cursor` is taken as UTC.
@@ -802,6 +804,11 @@ def _window_start(config: QueryConfig, last_cursor: datetime | None) -> datetime
     if last_cursor is None:
         return config.initial_value
     start = _utc_ms(last_cursor) - config.lag
+    if config.write_disposition == "append":
+        # Append keeps every row it is given: start just after the highest cursor loaded
+        # (Sigma's timestamps count milliseconds), or the rows at that very instant would be
+        # loaded again by every run.
+        start += _CURSOR_PRECISION
     if config.initial_value is not None:
         start = max(start, config.initial_value)
     return start

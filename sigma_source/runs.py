@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sigma_source.events import EventCallback, ProgressEvent
 from sigma_source.lineage import SUCCEEDED, QueryRunRecord
 
 if TYPE_CHECKING:
@@ -22,12 +23,15 @@ def execute_query_run(
     destination: Path,
     *,
     poll_timeout: float | None = None,
+    on_event: EventCallback | None = None,
 ) -> Path:
     """Run `record.sql` (or `record.saved_query_id`) on Sigma and download the result CSV.
 
     Returns the path of the downloaded file. Raises a `SigmaLoadError` on any failure, after
-    recording the run id and timings that were known by then.
+    recording the run id and timings that were known by then. `on_event` hears of each poll
+    (`running`, seconds so far) and each chunk downloaded (`downloading`, bytes so far).
     """
+    emit = on_event or _ignore
     if record.saved_query_id:
         run = client.create_query_run(saved_query=record.saved_query_id)
     else:
@@ -37,14 +41,30 @@ def execute_query_run(
     if run.sql and not record.sql:
         record.sql = run.sql
 
-    waited = client.wait(run.id, poll_timeout=poll_timeout)
+    created = time.monotonic()
+
+    def polled(_run: object) -> None:
+        seconds = round(time.monotonic() - created, 1)
+        emit(ProgressEvent(record.query_name, "running", query_run_id=run.id, seconds=seconds))
+
+    waited = client.wait(run.id, poll_timeout=poll_timeout, on_poll=polled)
     record.poll_count = waited.polls
     record.wait_seconds = round(waited.seconds, 3)
     record.finalized_at = waited.run.finalized_at
     record.file_id = waited.run.file_id
 
+    def downloaded(received: int) -> None:
+        emit(ProgressEvent(record.query_name, "downloading", query_run_id=run.id, bytes=received))
+
     started = time.monotonic()
-    record.file_size_bytes = client.download_file(waited.run.file_id, destination)
+    downloaded(0)
+    record.file_size_bytes = client.download_file(
+        waited.run.file_id, destination, on_progress=downloaded
+    )
     record.download_seconds = round(time.monotonic() - started, 3)
     record.status = SUCCEEDED
     return destination
+
+
+def _ignore(event: ProgressEvent) -> None:
+    pass

@@ -66,3 +66,37 @@ def wait_for_run(emulator: Emulator, sigma_http: requests.Session) -> Callable[.
             time.sleep(0.02)
 
     return wait
+
+
+@pytest.fixture
+def postgres_dataset(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
+    """(DSN, a fresh dataset name) on the local Postgres; the dataset is dropped afterwards.
+
+    The DSN is also dlt's Postgres credentials in this process (for in-process runs).
+
+    Skipped without a server, failed instead when SIGMA_LOAD_REQUIRE_POSTGRES=1 (CI).
+    """
+    import os
+    import uuid
+
+    psycopg2 = pytest.importorskip("psycopg2")
+    dsn = os.environ.get(
+        "SIGMA_LOAD_TEST_POSTGRES", "postgresql://postgres:postgres@127.0.0.1:5432/test"
+    )
+    try:
+        connection = psycopg2.connect(dsn, connect_timeout=3)
+    except psycopg2.OperationalError as error:
+        reason = f"PostgreSQL not reachable at {dsn}: {str(error).strip()}"
+        if os.environ.get("SIGMA_LOAD_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"SIGMA_LOAD_REQUIRE_POSTGRES=1 but {reason}")
+        pytest.skip(reason)
+    connection.autocommit = True
+    monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", dsn)
+    dataset = f"sigma_rel_{uuid.uuid4().hex[:8]}"
+    try:
+        yield dsn, dataset
+    finally:
+        with connection.cursor() as cursor:
+            for schema in (dataset, f"{dataset}_staging"):
+                cursor.execute(f'drop schema if exists "{schema}" cascade')
+        connection.close()

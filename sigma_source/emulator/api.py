@@ -143,6 +143,8 @@ class SigmaAPI:
         self._scheduled: list[ScheduledRun] = []
         self._idempotent: dict[tuple[str | None, str], _StoredAnswer] = {}
         self.created_query_run_count = 0
+        # (SQL marker, file contents): results served as they are, for malformed-CSV tests.
+        self._canned_results: list[tuple[str, bytes]] = []
         self._executor = ThreadPoolExecutor(QUERY_RUN_WORKERS, thread_name_prefix="sigma-run")
         self._routes: list[tuple[str, re.Pattern[str], Callable[..., ApiResponse]]] = [
             ("POST", re.compile(r"/v1/sigma/query_runs"), self._create_run),
@@ -175,6 +177,23 @@ class SigmaAPI:
     def served_runs(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             return {run_id: dict(run) for run_id, run in self._served_runs.items()}
+
+    def add_canned_result(self, sql_contains: str, content: bytes) -> None:
+        """Runs whose SQL contains `sql_contains` end with `content` as their result file,
+        byte for byte, instead of running: a CSV no SQL could produce (ragged, not UTF-8)."""
+        if not sql_contains:
+            raise ValueError("a canned result needs a non-empty sql_contains")
+        with self._lock:
+            self._canned_results.append((sql_contains, bytes(content)))
+
+    def clear_canned_results(self) -> None:
+        with self._lock:
+            self._canned_results.clear()
+
+    def _canned_result(self, sql: str) -> bytes | None:
+        with self._lock:
+            matches = [content for marker, content in self._canned_results if marker in sql]
+        return matches[-1] if matches else None
 
     def sql_of(self, params: Mapping[str, str]) -> str | None:
         """The SQL a query-run request would run (for faults filtered by `sql_contains`)."""
@@ -300,7 +319,11 @@ class SigmaAPI:
 
     def _write_file(self, file_id: str, sql: str, created: int, title: str) -> StoredFile:
         path = self.workdir / f"{file_id}.csv"
-        self.warehouse.write_csv(sql, path)
+        canned = self._canned_result(sql)
+        if canned is None:
+            self.warehouse.write_csv(sql, path)
+        else:
+            path.write_bytes(canned)
         file = StoredFile(file_id, path, created, title)
         with self._lock:
             self._files[file_id] = file

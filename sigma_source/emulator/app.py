@@ -7,6 +7,7 @@ Nothing is shared between instances, so tests never see each other's faults or r
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import shutil
@@ -172,6 +173,12 @@ class Emulator:
     def clear_faults(self) -> None:
         self.faults.clear()
 
+    def add_canned_result(self, sql_contains: str, content: bytes | str) -> None:
+        """Query runs whose SQL contains `sql_contains` get `content` as their result file,
+        exactly (str is written as UTF-8): malformed CSVs for testing a client's errors."""
+        data = content.encode("utf-8") if isinstance(content, str) else content
+        self.api.add_canned_result(sql_contains, data)
+
     @property
     def requests(self) -> list[RecordedRequest]:
         """Every API request received so far (a snapshot; control requests excluded)."""
@@ -204,7 +211,7 @@ class Emulator:
             if not isinstance(payload, dict):
                 raise ValueError("the request body must be a JSON object")
             return self._control(method, path.rstrip("/"), payload)
-        except (ValueError, TypeError, KeyError) as error:
+        except (ValueError, TypeError, KeyError) as error:  # binascii.Error is a ValueError
             return 400, {"error": {"type": "invalid_request_error", "message": str(error)}}
 
     def _control(self, method: str, path: str, payload: dict[str, Any]) -> tuple[int, dict]:
@@ -219,6 +226,17 @@ class Emulator:
             return 200, {"data": [fault.to_dict() for fault in self.faults.pending()]}
         if route == ("DELETE", "/faults"):
             self.clear_faults()
+            return 200, {"deleted": True}
+        if route == ("POST", "/results"):
+            content = payload.get("content")
+            if "content_base64" in payload:
+                content = base64.b64decode(payload["content_base64"], validate=True)
+            if content is None:
+                raise ValueError("a canned result needs content (text) or content_base64")
+            self.add_canned_result(payload["sql_contains"], content)
+            return 200, {"sql_contains": payload["sql_contains"]}
+        if route == ("DELETE", "/results"):
+            self.api.clear_canned_results()
             return 200, {"deleted": True}
         if route == ("GET", "/requests"):
             return 200, {"data": [record.to_json() for record in self.requests]}

@@ -488,6 +488,23 @@ def _epoch_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def fill_table(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    *,
+    seed: int,
+    counts: dict[str, int],
+    window: DataWindow,
+) -> None:
+    """Insert the initial rows of one (empty) table: `counts[table]` rows spread over `window`.
+
+    Each table's rows depend only on the seed and the row counts, never on another table's
+    rows, so tables can be filled in any order, side by side, or not at all."""
+    insert_rows(
+        con, table=table, seed=seed, counts=counts, first_index=0, n=counts[table], window=window
+    )
+
+
 def generate(
     con: duckdb.DuckDBPyConnection, *, seed: int, scale: int, window: DataWindow
 ) -> dict[str, int]:
@@ -500,15 +517,7 @@ def generate(
 
     def fill(table: str) -> None:
         with con.cursor() as cursor:
-            insert_rows(
-                cursor,
-                table=table,
-                seed=seed,
-                counts=counts,
-                first_index=0,
-                n=counts[table],
-                window=window,
-            )
+            fill_table(cursor, table, seed=seed, counts=counts, window=window)
 
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="sigma-data") as pool:
         list(pool.map(fill, counts))

@@ -163,6 +163,12 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
             self._open.discard(request)
         super().shutdown_request(request)
 
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        # A client that goes away mid-request (killed, timed out) is routine, not a traceback.
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
     def close_open_connections(self) -> None:
         with self._open_lock:
             open_sockets = list(self._open)
