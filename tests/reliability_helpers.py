@@ -63,6 +63,27 @@ from balance_transactions
 group by 1
 """
 
+# One query of each write disposition, and how to read each table's rows from Sigma.
+THREE_QUERIES = {
+    "balance_transactions": INCREMENTAL_SQL,
+    "charges": APPEND_SQL,
+    "currencies": REPLACE_SQL,
+}
+EXPECTED_ROWS = {
+    "balance_transactions": (
+        "id, amount, fee, net, currency, type, created",
+        "select id, amount, fee, net, currency, type, created from balance_transactions",
+    ),
+    "charges": (
+        "id, customer_id, amount, currency, status, created",
+        "select id, customer_id, amount, currency, status, created from charges",
+    ),
+    "currencies": (
+        "currency, n, amount",
+        "select currency, count(*), sum(amount) from balance_transactions group by 1",
+    ),
+}
+
 
 class CliProject(LoaderHarness):
     """A LoaderHarness whose files are where `sigma-load run` (cwd = tmp_path) puts them.

@@ -29,9 +29,8 @@ import pytest
 from sigma_source.emulator import Emulator, Fault
 from sigma_source.loader import prepare
 from tests.reliability_helpers import (
-    APPEND_SQL,
-    INCREMENTAL_SQL,
-    REPLACE_SQL,
+    EXPECTED_ROWS,
+    THREE_QUERIES,
     CliProject,
     assert_lineage_agrees,
     reapplied_rows,
@@ -43,25 +42,6 @@ PG_KILLS = int(os.environ.get("SIGMA_LOAD_CRASH_KILLS_POSTGRES", "10"))
 PG_SEED = 71
 PHASES = ("polling", "downloading", "extracting", "normalizing", "loading")
 APPEND_TABLES = ("charges",)
-QUERIES = {
-    "balance_transactions": INCREMENTAL_SQL,
-    "charges": APPEND_SQL,
-    "currencies": REPLACE_SQL,
-}
-EXPECTED = {
-    "balance_transactions": (
-        "id, amount, fee, net, currency, type, created",
-        "select id, amount, fee, net, currency, type, created from balance_transactions",
-    ),
-    "charges": (
-        "id, customer_id, amount, currency, status, created",
-        "select id, customer_id, amount, currency, status, created from charges",
-    ),
-    "currencies": (
-        "currency, n, amount",
-        "select currency, count(*), sum(amount) from balance_transactions group by 1",
-    ),
-}
 # How long after its phase shows a kill may come (seconds): about as long as the phase lasts.
 DELAY = {"polling": 0.5, "downloading": 0.4, "extracting": 0.1, "normalizing": 0.02, "loading": 0.3}
 RUN_SECONDS_WHEN_POLLING = 0.6
@@ -87,7 +67,7 @@ def _shows(phase: str, project: CliProject, emulator: Emulator) -> bool:
         return any(r.path.startswith("/v1/sigma/query_runs/") for r in requests)
     if phase in ("downloading", "extracting"):
         downloads = sum(r.path.endswith("/contents") for r in requests)
-        return downloads >= (1 if phase == "downloading" else len(QUERIES))
+        return downloads >= (1 if phase == "downloading" else len(THREE_QUERIES))
     if phase == "normalizing":
         return bool(_package_dirs(project, "normalize", "extracted"))
     return bool(_package_dirs(project, "load", "normalized"))
@@ -131,7 +111,7 @@ def _assert_consistent(project: CliProject, emulator: Emulator, *, after_kill: b
     and dlt's record of it; every other difference fails.
     """
     copies = 0
-    for table, (columns, source_sql) in EXPECTED.items():
+    for table, (columns, source_sql) in EXPECTED_ROWS.items():
         loaded = project.rows(table, columns)
         if after_kill and table in APPEND_TABLES:
             copies += reapplied_rows(project, table)
@@ -150,7 +130,7 @@ def _kill_and_rerun(
     """
     aimed: Counter[str] = Counter()
     stopped: Counter[str] = Counter()
-    for name, sql in QUERIES.items():
+    for name, sql in THREE_QUERIES.items():
         project.write_query(name, sql)
     attempts = copies_before = 0
     while sum(aimed.values()) < kills_wanted:
@@ -223,7 +203,7 @@ def test_one_clean_run_after_a_sigkill_repairs_a_postgres_load(
 
 def _project_with_data(tmp_path: Path, emulator: Emulator) -> CliProject:
     project = CliProject(tmp_path, emulator.url)
-    for name, sql in QUERIES.items():
+    for name, sql in THREE_QUERIES.items():
         project.write_query(name, sql)
     return project
 

@@ -20,8 +20,8 @@ import pytest
 from sigma_source.emulator import Emulator
 from tests.reliability_helpers import (
     APPEND_SQL,
-    INCREMENTAL_SQL,
-    REPLACE_SQL,
+    EXPECTED_ROWS,
+    THREE_QUERIES,
     CliProject,
     assert_lineage_agrees,
 )
@@ -29,30 +29,11 @@ from tests.test_reliability_faults import TRANSIENT
 
 RUNS = int(os.environ.get("SIGMA_LOAD_SOAK_RUNS", "100"))
 CHECK_EVERY = 25
-QUERIES = {
-    "balance_transactions": INCREMENTAL_SQL,
-    "charges": APPEND_SQL,
-    "currencies": REPLACE_SQL,
-}
-EXPECTED = {
-    "balance_transactions": (
-        "id, amount, fee, net, currency, type, created",
-        "select id, amount, fee, net, currency, type, created from balance_transactions",
-    ),
-    "charges": (
-        "id, customer_id, amount, currency, status, created",
-        "select id, customer_id, amount, currency, status, created from charges",
-    ),
-    "currencies": (
-        "currency, n, amount",
-        "select currency, count(*), sum(amount) from balance_transactions group by 1",
-    ),
-}
 FAULTS = list(TRANSIENT.items())
 
 
 def _assert_tables_equal_sigma(project: CliProject, emulator: Emulator) -> None:
-    for table, (columns, source_sql) in EXPECTED.items():
+    for table, (columns, source_sql) in EXPECTED_ROWS.items():
         assert project.rows(table, columns) == sorted(emulator.execute(source_sql)), table
         assert_lineage_agrees(project, table)
 
@@ -66,7 +47,7 @@ def test_consecutive_runs_with_new_rows_and_transient_faults_load_exactly_sigmas
     started = time.monotonic()
     with Emulator(seed=7, scale=300) as emulator:
         project = CliProject(tmp_path, emulator.url)
-        for name, sql in QUERIES.items():
+        for name, sql in THREE_QUERIES.items():
             project.write_query(name, sql)
         for run in range(1, RUNS + 1):
             emulator.add_rows("balance_transactions", rng.randint(0, 5) or 1)
@@ -96,7 +77,7 @@ def test_consecutive_runs_with_new_rows_and_transient_faults_load_exactly_sigmas
 def test_runs_without_new_rows_load_nothing_twice_into_an_append_table(tmp_path, emulator):
     project = CliProject(tmp_path, emulator.url)
     project.write_query("charges", APPEND_SQL)
-    columns, source_sql = EXPECTED["charges"]
+    columns, source_sql = EXPECTED_ROWS["charges"]
 
     for _ in range(3):
         assert project.run().ok
