@@ -24,6 +24,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from sigma_source.errors import ConfigError, SigmaLoadError
 from sigma_source.lineage import QueryRunRecord
+from sigma_source.repair import roll_back_aborted_load, undo_interrupted_jobs
 from sigma_source.settings import check_known_keys, config_error
 from sigma_source.source import RunReport, remove_leftover_staging, sigma_source
 
@@ -76,6 +77,9 @@ def configure_dlt() -> None:
     # Load files are written once and read once, on this machine: gzip (at level 9) took 25 of
     # the 30 s of a 1M-row Postgres load. Parquet files are not affected (snappy inside).
     dlt.config["normalize.data_writer.disable_compression"] = True
+    # A loaded package would keep its data files (each run's whole result) forever. Packages
+    # with a failed job keep theirs: rolling back a refused load reads which jobs it ran.
+    dlt.config["load.delete_completed_jobs"] = True
 
 
 def use_memory_returning_allocator() -> None:
@@ -120,6 +124,7 @@ def run(options: RunOptions, report: RunReport | None = None) -> RunResult:
         cause = _root_exception(error)
         if isinstance(cause, ConfigurationException):  # e.g. no Postgres credentials
             raise config_error(cause) from error
+        _roll_back_if_aborted(pipeline, error)
         raise SigmaLoadError(f"{error.step} step failed: {_root_cause(error)}") from error
     return RunResult(report.records, dict(report.failures), info, pipeline)
 
@@ -133,6 +138,7 @@ def prepare(
     # A typo in [sources.sigma] would otherwise leave a default silently in force.
     check_known_keys(inspect.signature(sigma_source).parameters)
     pipeline = make_pipeline(options)
+    _remove_interrupted_schema_writes(pipeline)
     _finish_pending_load(pipeline)
     remove_leftover_staging(pipeline.working_dir)
     report = report if report is not None else RunReport()
@@ -208,11 +214,38 @@ def _finish_pending_load(pipeline: dlt.Pipeline) -> None:
         return
     try:
         pipeline.normalize()
+        for load_id in pipeline.list_normalized_load_packages():
+            undo_interrupted_jobs(pipeline, load_id)
         pipeline.load()
     except PipelineStepFailed as error:
+        _roll_back_if_aborted(pipeline, error)
         raise SigmaLoadError(
             f"a load left pending by an earlier run failed again: {_root_cause(error)}"
         ) from error
+
+
+def _roll_back_if_aborted(pipeline: dlt.Pipeline, error: PipelineStepFailed) -> None:
+    """Take back what a load the destination refused had already added to append tables."""
+    if error.step != "load" or not error.load_id:
+        return
+    if pipeline.get_load_package_info(error.load_id).state == "aborted":
+        roll_back_aborted_load(pipeline, error.load_id)
+
+
+def _remove_interrupted_schema_writes(pipeline: dlt.Pipeline) -> None:
+    """Delete the temporary files of schema writes that a kill cut short.
+
+    dlt saves a schema by writing a randomly named file beside it and renaming it into
+    place. A kill before the rename leaves that file behind, and dlt takes every file in the
+    folder for a schema: restoring the schema from the destination then fails forever,
+    trying to delete a schema named after the temporary file.
+    """
+    schemas = Path(pipeline.working_dir) / "schemas"
+    if not schemas.is_dir():
+        return
+    for path in schemas.iterdir():
+        if path.is_file() and ".schema." not in path.name:
+            path.unlink(missing_ok=True)
 
 
 def _drop_normalized_leftovers(pipeline: dlt.Pipeline) -> None:

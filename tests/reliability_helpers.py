@@ -256,29 +256,19 @@ def source_rows(emulator: Any, sql: str) -> list[tuple]:
     return sorted(emulator.execute(sql))
 
 
-def assert_lineage_agrees(project: CliProject, table: str, *, reapplied_ok: bool = False) -> int:
-    """Every loaded row comes from a run recorded as succeeded, recorded in one load.
-
-    With `reapplied_ok`, exact copies of rows (same run, same dlt load) are tolerated and
-    counted: what dlt leaves when a kill lands between the destination committing a load job
-    and dlt recording it, so the job runs again (a known limit for `append` tables and the
-    lineage table; see the README's Guarantees). Returns the number of such copies.
-    """
+def assert_lineage_agrees(project: CliProject, table: str) -> None:
+    """Every loaded row comes from a run recorded once, as succeeded, in one load."""
     dataset = project.dataset
     succeeded = project.sql(
         f"select query_run_id, row_count, _dlt_load_id from {dataset}._sigma_query_runs "
         f"where query_name = '{table}' and status = 'succeeded'"
     )
-    loads_of_run: dict[str, set[str]] = {}
-    for run_id, _, load_id in succeeded:
-        loads_of_run.setdefault(run_id, set()).add(load_id)
-    assert all(len(loads) == 1 for loads in loads_of_run.values()), f"{table}: a run loaded twice"
-    copies = len(succeeded) - len(set(succeeded))
-    assert reapplied_ok or copies == 0, f"a run of {table} is recorded twice"
+    run_ids = [run_id for run_id, _, _ in succeeded]
+    assert len(run_ids) == len(set(run_ids)), f"a run of {table} is recorded twice"
     recorded = {run_id: rows for run_id, rows, _ in succeeded}
-    source = f"{dataset}.{table}"
-    rows = f"(select distinct * from {source}) as t" if reapplied_ok else source
-    loaded = project.sql(f"select _sigma_query_run_id, count(*) from {rows} group by 1 order by 1")
+    loaded = project.sql(
+        f"select _sigma_query_run_id, count(*) from {dataset}.{table} group by 1 order by 1"
+    )
     for run_id, count in loaded:
         assert run_id in recorded, f"{table} holds rows of {run_id}, a run not recorded"
         assert count <= recorded[run_id], f"{table} holds more rows of {run_id} than it had"
@@ -287,16 +277,6 @@ def assert_lineage_agrees(project: CliProject, table: str, *, reapplied_ok: bool
         f"where query_name = '{table}' and status <> 'succeeded' and row_count <> 0"
     )
     assert failed_with_rows == [(0,)]
-    return copies
-
-
-def reapplied_rows(project: CliProject, table: str) -> int:
-    """Rows of `table` that are exact copies of another row (same run, same dlt load)."""
-    total, distinct = project.sql(
-        f"select (select count(*) from {project.dataset}.{table}), "
-        f"(select count(*) from (select distinct * from {project.dataset}.{table}) as t)"
-    )[0]
-    return total - distinct
 
 
 def files_under(*roots: Path) -> Iterator[Path]:

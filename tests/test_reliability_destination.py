@@ -60,10 +60,6 @@ def test_after_a_refused_load_the_next_run_makes_merge_tables_exact(project, emu
     assert project.rows("balance_transactions", columns) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limit: rows an append table got from a refused load are loaded again",
-)
 def test_after_a_refused_load_an_append_table_holds_each_row_once(project, emulator):
     project.cli("run")
     _set_blocker_table(project, BLOCKED_COLUMNS)
@@ -89,3 +85,21 @@ def test_a_run_from_another_folder_loads_the_duckdb_file_in_that_folder(tmp_path
     with duckdb.connect(str(second / "sigma_load.duckdb"), read_only=True) as connection:
         loaded = connection.sql("select count(*) from sigma.balance_transactions").fetchone()
     assert loaded == emulator.execute("select count(*) from balance_transactions")[0]
+
+
+def test_a_refused_load_leaves_no_lineage_claiming_rows_that_are_not_there(project):
+    assert project.cli("run").returncode == 1
+
+    load_id = project.sql("select max(_dlt_load_id) from sigma._sigma_query_runs")[0][0]
+    in_refused_load = project.sql(
+        "select query_name, status, row_count from sigma._sigma_query_runs "
+        f"where _dlt_load_id = '{load_id}' order by query_name"
+    )
+    assert [row[:2] for row in in_refused_load] == [
+        ("balance_transactions", "succeeded"),  # merged: its rows did land
+        ("charges", "failed"),  # appended, then taken back
+        ("zblocker", "failed"),  # refused
+    ]
+    assert project.sql(f"select count(*) from sigma.charges where _dlt_load_id = '{load_id}'") == [
+        (0,)
+    ]

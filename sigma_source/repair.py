@@ -1,0 +1,108 @@
+"""Undo what a load applied only in part, so that `append` tables hold each row once.
+
+dlt applies a load package table by table, each table in its own transaction. Two ways
+leave a package half applied:
+
+- a kill between the destination committing a table's rows and dlt recording that job as
+  done: dlt runs the job again when it resumes the package;
+- a table refused by the destination: dlt aborts the package (and with it the cursors),
+  but the tables written before the refusal keep their rows, which the next run reads again.
+
+`merge` and `replace` tables absorb both (a merge replaces rows by key, a replace truncates).
+An `append` table, the lineage table among them, would hold those rows twice: so before a
+package is resumed, and after one is aborted, the rows it wrote to `append` tables are
+deleted by their `_dlt_load_id`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+
+import dlt
+from dlt.common.schema.utils import get_write_disposition
+from dlt.common.storages.load_package import TPackageJobState
+from dlt.destinations.exceptions import DatabaseUndefinedRelation
+
+from sigma_source.lineage import FAILED, LINEAGE_TABLE, SUCCEEDED
+
+LOAD_ID_COLUMN = "_dlt_load_id"
+
+
+def undo_interrupted_jobs(pipeline: dlt.Pipeline, load_id: str) -> list[str]:
+    """Before a pending package is resumed: delete what its started jobs may have committed.
+
+    A job sits in `started_jobs` from the moment dlt hands it to the destination until it
+    records the outcome, so only those jobs can have rows in the destination that dlt does
+    not know of. Returns the tables cleaned.
+    """
+    tables = _append_tables(pipeline, load_id, ("started_jobs",))
+    _delete_rows_of_load(pipeline, load_id, tables)
+    return tables
+
+
+def roll_back_aborted_load(pipeline: dlt.Pipeline, load_id: str) -> list[str]:
+    """After dlt aborted a package: delete the rows it had already added to `append` tables.
+
+    Its cursors were not saved, so the next run reads those rows again. The lineage of the
+    queries whose rows are gone (or never landed) is marked failed rather than deleted: the
+    history keeps the attempt, and no record claims rows the tables do not hold.
+    """
+    tables = _append_tables(pipeline, load_id, ("completed_jobs",))
+    _delete_rows_of_load(pipeline, load_id, [t for t in tables if t != LINEAGE_TABLE])
+    refused = _tables_with_jobs(pipeline, load_id, ("failed_jobs",))
+    _mark_runs_not_loaded(pipeline, load_id, sorted({*tables, *refused} - {LINEAGE_TABLE}))
+    return tables
+
+
+def _tables_with_jobs(
+    pipeline: dlt.Pipeline, load_id: str, states: Iterable[TPackageJobState]
+) -> set[str]:
+    package = pipeline.get_load_package_info(load_id)
+    return {
+        job.job_file_info.table_name
+        for state in states
+        for job in package.jobs.get(state, [])
+        if not job.job_file_info.table_name.startswith("_dlt")
+    }
+
+
+def _append_tables(
+    pipeline: dlt.Pipeline, load_id: str, states: Iterable[TPackageJobState]
+) -> list[str]:
+    schema = pipeline.get_load_package_info(load_id).schema
+    return sorted(
+        table
+        for table in _tables_with_jobs(pipeline, load_id, states)
+        if table in schema.tables and get_write_disposition(schema.tables, table) == "append"
+    )
+
+
+def _delete_rows_of_load(pipeline: dlt.Pipeline, load_id: str, tables: list[str]) -> None:
+    if not tables:
+        return
+    with pipeline.sql_client() as client:
+        for table in tables:
+            name = client.make_qualified_table_name(table)
+            # The kill may have come before the table's first rows ever landed.
+            with contextlib.suppress(DatabaseUndefinedRelation):
+                client.execute_sql(f"DELETE FROM {name} WHERE {LOAD_ID_COLUMN} = %s", load_id)
+
+
+def _mark_runs_not_loaded(pipeline: dlt.Pipeline, load_id: str, queries: list[str]) -> None:
+    if not queries:
+        return
+    marks = ", ".join(["%s"] * len(queries))
+    error = f"not loaded: the destination refused load {load_id}, which was rolled back"
+    with pipeline.sql_client() as client:
+        name = client.make_qualified_table_name(LINEAGE_TABLE)
+        with contextlib.suppress(DatabaseUndefinedRelation):
+            client.execute_sql(
+                f"UPDATE {name} SET status = %s, error = %s, row_count = 0 "
+                f"WHERE {LOAD_ID_COLUMN} = %s AND status = %s AND query_name IN ({marks})",
+                FAILED,
+                error,
+                load_id,
+                SUCCEEDED,
+                *queries,
+            )
