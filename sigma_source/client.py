@@ -282,11 +282,19 @@ class PollSchedule:
     wait is jittered down by up to `jitter` (10%), never up, so parallel loaders spread out
     and the bound holds.
 
-    With the defaults, a run that takes 60 s costs about 36 polls: noticing any finish
-    within 2 s needs a poll every 2 s (30 per minute), whatever the schedule.
+    Without more to go on, a run that takes 60 s costs about 36 polls: noticing any finish
+    within 2 s needs a poll every 2 s. With `expected_seconds` (how long the same query took
+    before) the schedule polls sparsely, every `max_interval`, until shortly before the
+    expected finish, and every `interval` from there: a 60 s run then costs about 10 polls
+    and is still noticed within `interval`. A run that finishes much earlier than expected
+    is noticed within `max_interval`.
     """
 
     RAMP_STEPS = 4  # waits before the first full interval: 1/16, 1/8, 1/4, 1/2 of it
+    # Watch closely from this share of the expected duration on: runs of one query vary.
+    WATCH_FROM = 0.85
+    # ... until this multiple of it, when the run is plainly slower than usual.
+    WATCH_UNTIL = 1.5
 
     def __init__(
         self,
@@ -294,35 +302,59 @@ class PollSchedule:
         interval: float,
         fast_seconds: float,
         max_interval: float,
+        expected_seconds: float | None = None,
         jitter: float = 0.1,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.interval = interval
         self.fast_seconds = fast_seconds
         self.max_interval = max_interval
+        self.expected_seconds = expected_seconds
         self.jitter = jitter
         self._rand = rand
         self._polls = 0
         self._slow_polls = 0
 
     @classmethod
-    def from_config(cls, config: ClientConfig) -> PollSchedule:
+    def from_config(
+        cls, config: ClientConfig, *, expected_seconds: float | None = None
+    ) -> PollSchedule:
         return cls(
             interval=config.poll_interval,
             fast_seconds=config.poll_fast_seconds,
             max_interval=config.poll_max_interval,
+            expected_seconds=expected_seconds,
         )
 
     def next_wait(self, elapsed: float) -> float:
         """Seconds to wait after a poll made `elapsed` seconds after waiting for the run began."""
         self._polls += 1
-        if elapsed < self.fast_seconds:
+        if self._knows_the_duration():
+            wait = self._wait_around_expected_finish(elapsed)
+        elif elapsed < self.fast_seconds:
             steps_left = max(self.RAMP_STEPS - self._polls + 1, 0)
             wait = self.interval / 2**steps_left
         else:
-            self._slow_polls += 1
-            wait = min(self.interval * 2**self._slow_polls, self.max_interval)
+            wait = self._backed_off_wait()
         return wait * (1 - self.jitter * self._rand())
+
+    def _knows_the_duration(self) -> bool:
+        # A run expected within a few intervals is best served by the ramp.
+        expected = self.expected_seconds
+        return expected is not None and expected * self.WATCH_FROM > 2 * self.interval
+
+    def _wait_around_expected_finish(self, elapsed: float) -> float:
+        expected = self.expected_seconds or 0.0
+        watch_from = expected * self.WATCH_FROM
+        if elapsed < watch_from - self.interval:
+            return max(min(self.max_interval, watch_from - elapsed), self.interval)
+        if elapsed < max(self.fast_seconds, expected * self.WATCH_UNTIL):
+            return self.interval
+        return self._backed_off_wait()
+
+    def _backed_off_wait(self) -> float:
+        self._slow_polls += 1
+        return min(self.interval * 2**self._slow_polls, self.max_interval)
 
 
 # --------------------------------------------------------------------------- transport
@@ -678,11 +710,13 @@ class SigmaClient:
         *,
         poll_timeout: float | None = None,
         on_poll: Callable[[QueryRun], None] | None = None,
+        expected_seconds: float | None = None,
     ) -> WaitResult:
         """Poll a run until it finishes; return it when it succeeded with a result file.
 
         Polls at once, then as `PollSchedule` says (from the config's `poll_interval`,
-        `poll_fast_seconds` and `poll_max_interval`), the last poll falling on the deadline.
+        `poll_fast_seconds` and `poll_max_interval`, and `expected_seconds`: how long the
+        same query took before, if known), the last poll falling on the deadline.
         `on_poll` sees every polled state. Raises `QueryRunError` for a run that failed, was
         canceled, timed out, has an unknown status or finished without a file;
         `PollTimeoutError` when it is still running after `poll_timeout` seconds (default:
@@ -691,7 +725,7 @@ class SigmaClient:
         timeout = self.config.poll_timeout if poll_timeout is None else poll_timeout
         started = time.monotonic()
         deadline = started + timeout
-        schedule = PollSchedule.from_config(self.config)
+        schedule = PollSchedule.from_config(self.config, expected_seconds=expected_seconds)
         polls = 0
         while True:
             run = self.retrieve_query_run(run_id)

@@ -23,13 +23,16 @@ def execute_query_run(
     destination: Path,
     *,
     poll_timeout: float | None = None,
+    expected_seconds: float | None = None,
     on_event: EventCallback | None = None,
 ) -> Path:
     """Run `record.sql` (or `record.saved_query_id`) on Sigma and download the result CSV.
 
-    Returns the path of the downloaded file. Raises a `SigmaLoadError` on any failure, after
-    recording the run id and timings that were known by then. `on_event` hears of each poll
-    (`running`, seconds so far) and each chunk downloaded (`downloading`, bytes so far).
+    `expected_seconds`, how long the query took on Sigma before, lets the wait poll sparsely
+    until near the expected finish. Returns the path of the downloaded file. Raises a
+    `SigmaLoadError` on any failure, after recording the run id and timings known by then.
+    `on_event` hears of each poll (`running`, seconds so far) and each chunk downloaded
+    (`downloading`, bytes so far).
     """
     emit = on_event or _ignore
     if record.saved_query_id:
@@ -47,7 +50,9 @@ def execute_query_run(
         seconds = round(time.monotonic() - created, 1)
         emit(ProgressEvent(record.query_name, "running", query_run_id=run.id, seconds=seconds))
 
-    waited = client.wait(run.id, poll_timeout=poll_timeout, on_poll=polled)
+    waited = client.wait(
+        run.id, poll_timeout=poll_timeout, on_poll=polled, expected_seconds=expected_seconds
+    )
     record.poll_count = waited.polls
     record.wait_seconds = round(waited.seconds, 3)
     record.finalized_at = waited.run.finalized_at

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -44,6 +45,8 @@ DEFAULT_API_BASE = "https://api.stripe.com"
 DEFAULT_FILES_BASE = "https://files.stripe.com"
 DEFAULT_PROJECT_DIR = "pipelines/queries"
 STAGING_FOLDER = "sigma_staging"  # inside the pipeline's working folder
+# Run times kept per query, to poll a run sparsely until near its usual finish.
+RUN_SECONDS_KEPT = 5
 # Staging a result (parse + parquet encoding) keeps two threads busy; more at once than the
 # cores can run only adds memory, one row group buffer each.
 STAGING_SLOTS = max(1, (os.cpu_count() or 2) // 2)
@@ -195,6 +198,7 @@ def _query_items(query: Query, context: _RunContext) -> Iterator[Any]:
             yield from _fail(query, context, records, f"{type(error).__name__}: {error}")
             return
         _advance_cursor(query, context, staged)
+        _remember_run_seconds(query, records)
         _choose_file_format(query, context, has_rows=staging.row_count > 0)
         yield from _rows(staged, staging)
         context.report.add_records(records)
@@ -235,6 +239,7 @@ def _run_and_stage(
                 record,
                 csv_path,
                 poll_timeout=context.poll_timeout,
+                expected_seconds=_expected_run_seconds(query),
                 on_event=on_event,
             )
         on_event(
@@ -438,6 +443,26 @@ def _advance_cursor(query: Query, context: _RunContext, staged: list[StagedResul
         seen.append(previous)
     if seen:
         _query_state(query.name)["last_cursor"] = max(seen).isoformat()
+
+
+def _expected_run_seconds(query: Query) -> float | None:
+    """How long the query usually runs on Sigma: the median of its last few runs, if any."""
+    seconds = _query_state(query.name).get("run_seconds")
+    if not isinstance(seconds, list) or not seconds:
+        return None
+    try:
+        return float(statistics.median(seconds))
+    except (TypeError, ValueError):  # the state was edited by hand: poll as for a new query
+        return None
+
+
+def _remember_run_seconds(query: Query, records: list[QueryRunRecord]) -> None:
+    """Keep the query's latest run times; saved with the cursor, when its rows are loaded."""
+    state = _query_state(query.name)
+    known = state.get("run_seconds") if isinstance(state.get("run_seconds"), list) else []
+    new = [record.wait_seconds for record in records if record.wait_seconds is not None]
+    if new:
+        state["run_seconds"] = [*known, *new][-RUN_SECONDS_KEPT:]
 
 
 def _stored_columns(table_name: str) -> StoredColumns | None:

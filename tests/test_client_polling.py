@@ -101,3 +101,56 @@ def test_wait_notices_a_run_soon_after_it_finishes(emulator):
     # Finished after 0.6 s; polls come at most 0.2 s apart (plus a request's own time).
     assert 0.6 <= waited.seconds < 0.6 + 0.2 + 0.3
     assert waited.polls <= 1 + PollSchedule.RAMP_STEPS + 0.6 / 0.18 + 1
+
+
+# --- with the query's usual duration known (from its earlier runs) --------------------------
+
+
+def test_knowing_a_minute_long_run_it_costs_at_most_twelve_polls():
+    for rand in (0.0, 0.5, 0.999):
+        times = poll_times(schedule(rand=rand, expected_seconds=60.0), run_seconds=60.0)
+
+        assert len(times) <= 12, rand
+
+
+def test_knowing_the_duration_a_run_is_still_noticed_within_the_interval():
+    for run_seconds in (51.0, 55.5, 60.0, 64.0, 75.0, 89.9):
+        times = poll_times(schedule(rand=0.5, expected_seconds=60.0), run_seconds)
+
+        assert times[-1] - run_seconds <= 2.0, run_seconds
+
+
+def test_a_run_far_quicker_than_expected_is_noticed_within_the_cap():
+    for run_seconds in (1.0, 14.0, 33.3):
+        times = poll_times(schedule(expected_seconds=60.0), run_seconds)
+
+        assert times[-1] - run_seconds <= 15.0, run_seconds
+
+
+def test_a_run_far_slower_than_expected_backs_off_after_half_as_long_again():
+    plan = schedule(expected_seconds=60.0)
+
+    waits = [plan.next_wait(elapsed) for elapsed in (89.0, 90.0, 94.0, 102.0)]
+
+    assert waits == [2.0, 4.0, 8.0, 15.0]
+
+
+def test_a_run_expected_within_a_few_intervals_keeps_the_quick_ramp():
+    assert poll_times(schedule(expected_seconds=4.0), 0.3) == poll_times(schedule(), 0.3)
+
+
+def test_wait_polls_sparsely_until_near_the_expected_finish(emulator):
+    emulator.run_seconds = 2.0
+    config = ClientConfig(
+        api_key=KEY,
+        api_base=emulator.url,
+        files_base=emulator.url,
+        poll_interval=0.1,
+        poll_max_interval=0.8,
+    )
+    with SigmaClient(config) as client:
+        unknown = client.wait(client.create_query_run("select 1 as one").id)
+        known = client.wait(client.create_query_run("select 1 as one").id, expected_seconds=2.0)
+
+    assert known.polls < unknown.polls / 2
+    assert 2.0 <= known.seconds < 2.0 + 0.1 + 0.3

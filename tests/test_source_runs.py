@@ -92,3 +92,22 @@ def test_a_load_left_pending_is_finished_before_new_data_is_extracted(tmp_path, 
     ] == (total, total)
     loads = harness.sql("select count(*) from sigma._dlt_loads where status = 0")[0][0]
     assert loads == 2
+
+
+def test_a_query_is_polled_sparsely_once_its_usual_duration_is_known(tmp_path, emulator):
+    harness = LoaderHarness(tmp_path, emulator.url)
+    harness.write_query("slow", "select id, amount from balance_transactions limit 5")
+    emulator.run_seconds = 2.0
+    polling = {"poll_interval": 0.1, "poll_max_interval": 0.8}
+
+    first = harness.run(source_settings=polling)
+    second = harness.run(source_settings=polling)
+
+    assert first.ok and second.ok, (first.failures, second.failures)
+    (first_polls, first_wait), (second_polls, second_wait) = harness.sql(
+        "select poll_count, wait_seconds from sigma._sigma_query_runs order by created_at"
+    )
+    assert second_polls < first_polls / 2
+    assert second_wait < 2.0 + 0.1 + 0.3  # still noticed within an interval of finishing
+    state = second.pipeline.state["sources"]["sigma"]["queries"]["slow"]
+    assert state["run_seconds"] == [first_wait, second_wait]
