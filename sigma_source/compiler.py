@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sigma_source.events import utc_stamp
-from sigma_source.project import Query, Window, plan_windows, render_sql
+from sigma_source.project import Query, Window, check_renders, plan_windows, render_sql
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ def compile_query(
     """The runs `query` would make now: one per cursor window, [] when nothing new is due."""
     cursor = None if full_refresh or not query.config.cursor else last_cursor
     moment = now or datetime.now(timezone.utc)
+    check_renders(query, now=moment, vars=vars)  # as `run` does, so both fail alike
     windows = plan_windows(query.config, last_cursor=cursor, now=moment)
     saved_query = query.config.saved_query
     return [

@@ -616,6 +616,28 @@ def render_sql(
     return sql
 
 
+def check_renders(query: Query, *, now: datetime, vars: Mapping[str, object] | None = None) -> None:
+    """Render `query` for each kind of window its runs can get; ConfigError on the first failure.
+
+    The next run takes one branch of `{% if is_incremental() %}`; a mistake in the other
+    would otherwise surface only on some later night's run.
+    """
+    if query.config.saved_query:
+        return
+    for window in _possible_windows(query.config, _utc_ms(now)):
+        render_sql(query, window=window, vars=vars)
+
+
+def _possible_windows(config: QueryConfig, end: datetime) -> list[Window]:
+    whole = Window(None, end)
+    if not config.cursor:
+        return [whole]
+    start = config.initial_value
+    incremental = Window(start if start is not None and start < end else end - timedelta(1), end)
+    # With an initial_value every run is incremental, the first one included.
+    return [incremental] if start is not None else [whole, incremental]
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
     environment = ImmutableSandboxedEnvironment(
         undefined=StrictUndefined,

@@ -33,6 +33,7 @@ from sigma_source.lineage import FAILED, LINEAGE_COLUMNS, LINEAGE_TABLE, QueryRu
 from sigma_source.project import (
     Query,
     Window,
+    check_renders,
     load_project,
     plan_windows,
     render_sql,
@@ -224,6 +225,7 @@ def _run_and_stage(
     downloads; parsing and encoding the rows takes a staging slot instead, so the next query
     runs on Sigma while this one is parsed.
     """
+    check_renders(query, now=context.now, vars=context.vars)
     windows = plan_windows(query.config, last_cursor=_last_cursor(query, context), now=context.now)
     stored = None if context.full_refresh else _stored_columns(query.name)
     staged: list[StagedResult] = []

@@ -276,6 +276,12 @@ RENDER_CASES = {
         "holds a quote",
     ),
     "include of a file on disk": ("{% include '/etc/passwd' %}select 1 as x", "bad.sql"),
+    "a typo in the branch the first run skips": (
+        "{{ config(cursor='created') }}\nselect id, created from charges\n"
+        "{% if is_incremental() %}where created >= {{ cursor_start }} "
+        "and created < {{ cursor_edn }}{% endif %}",
+        "'cursor_edn' is undefined",
+    ),
 }
 
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from sigma_source.errors import ConfigError
-from sigma_source.project import Window, load_query, render_sql, trino_literal
+from sigma_source.project import Window, check_renders, load_query, render_sql, trino_literal
 
 UTC = timezone.utc
 INCREMENTAL = """{{ config(primary_key='id', cursor='created', lag='3h') }}
@@ -346,3 +346,42 @@ def test_trino_literal_builds_literals_from_typed_values(value, literal):
 def test_trino_literal_refuses_values_without_a_literal(value, error):
     with pytest.raises(error):
         trino_literal(value)
+
+
+# --- every branch a run can take, checked before the first run -------------------------------
+
+TYPO_IN_INCREMENTAL_BRANCH = """{{ config(primary_key='id', cursor='created') }}
+select id, created
+from charges
+{% if is_incremental() %}
+where created >= {{ cursor_start }} and created < {{ cursor_edn }}
+{% endif %}
+"""
+
+
+def test_a_mistake_in_the_branch_the_next_run_skips_is_found_before_it(query_from):
+    query = query_from(TYPO_IN_INCREMENTAL_BRANCH)
+    render_sql(query, window=Window(None, FEB_1))  # the first run alone would not notice
+
+    with pytest.raises(ConfigError, match=r"charges\.sql:5: .*'cursor_edn' is undefined"):
+        check_renders(query, now=FEB_1)
+
+
+def test_the_whole_table_branch_of_a_query_with_an_initial_value_is_not_checked(query_from):
+    # Every run of it is incremental, so the other branch never renders.
+    query = query_from(
+        "{{ config(cursor='created', initial_value='2024-01-01') }}\n"
+        "select id, created from charges\n"
+        "{% if is_incremental() %}where created >= {{ cursor_start }}"
+        "{% else %}{{ never_rendered }}{% endif %}\n"
+    )
+
+    check_renders(query, now=FEB_1)
+
+
+def test_a_query_without_a_cursor_is_checked_as_it_runs(query_from):
+    query = query_from("select id from charges where amount > {{ var('min_amount') }}\n")
+
+    check_renders(query, now=FEB_1, vars={"min_amount": 5})
+    with pytest.raises(ConfigError, match="var\\('min_amount'\\) is not set"):
+        check_renders(query, now=FEB_1)
