@@ -24,7 +24,11 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from sigma_source.errors import ConfigError, SigmaLoadError
 from sigma_source.lineage import QueryRunRecord
-from sigma_source.repair import roll_back_aborted_load, undo_interrupted_jobs
+from sigma_source.repair import (
+    finish_interrupted_roll_back,
+    roll_back_aborted_load,
+    undo_interrupted_jobs,
+)
 from sigma_source.settings import check_known_keys, config_error
 from sigma_source.source import RunReport, remove_leftover_staging, sigma_source
 
@@ -140,6 +144,7 @@ def prepare(
     pipeline = make_pipeline(options)
     _remove_interrupted_schema_writes(pipeline)
     _finish_pending_load(pipeline)
+    finish_interrupted_roll_back(pipeline)
     remove_leftover_staging(pipeline.working_dir)
     report = report if report is not None else RunReport()
     try:

@@ -11,13 +11,15 @@ leave a package half applied:
 `merge` and `replace` tables absorb both (a merge replaces rows by key, a replace truncates).
 An `append` table, the lineage table among them, would hold those rows twice: so before a
 package is resumed, and after one is aborted, the rows it wrote to `append` tables are
-deleted by their `_dlt_load_id`.
+deleted by their `_dlt_load_id`. A roll back is marked done in the package's folder, so a
+run killed half-way through one has it finished by the next.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
+from pathlib import Path
 
 import dlt
 from dlt.common.schema.utils import get_write_disposition
@@ -27,6 +29,8 @@ from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from sigma_source.lineage import FAILED, LINEAGE_TABLE, SUCCEEDED
 
 LOAD_ID_COLUMN = "_dlt_load_id"
+# Left in an aborted package's folder once its rows are taken back.
+ROLLED_BACK_MARKER = "sigma_rolled_back"
 
 
 def undo_interrupted_jobs(pipeline: dlt.Pipeline, load_id: str) -> list[str]:
@@ -52,7 +56,26 @@ def roll_back_aborted_load(pipeline: dlt.Pipeline, load_id: str) -> list[str]:
     _delete_rows_of_load(pipeline, load_id, [t for t in tables if t != LINEAGE_TABLE])
     refused = _tables_with_jobs(pipeline, load_id, ("failed_jobs",))
     _mark_runs_not_loaded(pipeline, load_id, sorted({*tables, *refused} - {LINEAGE_TABLE}))
+    package = Path(pipeline.get_load_package_info(load_id).package_path)
+    (package / ROLLED_BACK_MARKER).touch()
     return tables
+
+
+def finish_interrupted_roll_back(pipeline: dlt.Pipeline) -> None:
+    """Roll back the last load if dlt aborted it and the run was killed before rolling back.
+
+    Only the newest package can be in that state: a run that gets past this point leaves
+    every abort rolled back.
+    """
+    loaded = pipeline.list_completed_load_packages()
+    if not loaded:
+        return
+    package = pipeline.get_load_package_info(max(loaded))
+    if (
+        package.state == "aborted"
+        and not (Path(package.package_path) / ROLLED_BACK_MARKER).exists()
+    ):
+        roll_back_aborted_load(pipeline, package.load_id)
 
 
 def _tables_with_jobs(

@@ -11,6 +11,8 @@ import subprocess
 import duckdb
 import pytest
 
+from sigma_source import loader
+from sigma_source.errors import SigmaLoadError
 from tests.reliability_helpers import APPEND_SQL, INCREMENTAL_SQL, CliProject
 
 BLOCKED_COLUMNS = "x bigint, id varchar, _sigma_query_run_id varchar, _dlt_load_id varchar"
@@ -103,3 +105,16 @@ def test_a_refused_load_leaves_no_lineage_claiming_rows_that_are_not_there(proje
     assert project.sql(f"select count(*) from sigma.charges where _dlt_load_id = '{load_id}'") == [
         (0,)
     ]
+
+
+def test_a_roll_back_cut_short_by_a_kill_is_finished_by_the_next_run(project, monkeypatch):
+    # The kill came after dlt aborted the refused load, before its rows were taken back.
+    monkeypatch.setattr(loader, "_roll_back_if_aborted", lambda pipeline, error: None)
+    with pytest.raises(SigmaLoadError, match="table zblocker"):
+        project.run()
+    monkeypatch.undo()
+    _set_blocker_table(project, BLOCKED_COLUMNS)
+
+    assert project.run().ok
+
+    assert project.sql("select count(*) - count(distinct id) from sigma.charges") == [(0,)]
