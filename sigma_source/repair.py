@@ -55,7 +55,8 @@ def roll_back_aborted_load(pipeline: dlt.Pipeline, load_id: str) -> list[str]:
     tables = _append_tables(pipeline, load_id, ("completed_jobs",))
     _delete_rows_of_load(pipeline, load_id, [t for t in tables if t != LINEAGE_TABLE])
     refused = _tables_with_jobs(pipeline, load_id, ("failed_jobs",))
-    _mark_runs_not_loaded(pipeline, load_id, sorted({*tables, *refused} - {LINEAGE_TABLE}))
+    queries = {*tables, *refused} - {LINEAGE_TABLE, pipeline.default_schema.state_table_name}
+    _mark_runs_not_loaded(pipeline, load_id, sorted(queries))
     package = Path(pipeline.get_load_package_info(load_id).package_path)
     (package / ROLLED_BACK_MARKER).touch()
     return tables
@@ -82,11 +83,15 @@ def _tables_with_jobs(
     pipeline: dlt.Pipeline, load_id: str, states: Iterable[TPackageJobState]
 ) -> set[str]:
     package = pipeline.get_load_package_info(load_id)
+    # dlt's own tables stay dlt's, except its state: appended per load like the data, and
+    # its rows have a unique key in Postgres, so a state job applied twice fails the load.
+    own = {package.schema.state_table_name}
     return {
         job.job_file_info.table_name
         for state in states
         for job in package.jobs.get(state, [])
         if not job.job_file_info.table_name.startswith("_dlt")
+        or job.job_file_info.table_name in own
     }
 
 

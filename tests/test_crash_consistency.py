@@ -23,7 +23,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from sigma_source.emulator import Emulator, Fault
@@ -254,30 +253,53 @@ def test_a_schema_write_cut_short_does_not_block_the_next_run(tmp_path, emulator
     _assert_consistent(project, emulator)
 
 
-def test_a_load_job_committed_but_not_recorded_is_not_applied_twice(tmp_path, emulator):
-    project = _project_with_data(tmp_path, emulator)
-    assert project.run().ok
+def _kill_after_commit_before_record(project: CliProject, emulator: Emulator) -> None:
+    """Leave the state a kill leaves when it comes after the destination committed a load's
+    jobs and before dlt recorded any: the package pending again, its append jobs (the
+    table's, the lineage's, dlt's state) as started, the others as new."""
     emulator.add_rows("charges", 4)
     pipeline, source, _ = prepare(project.options())
     pipeline.extract(source)
     pipeline.normalize()
     (load_id,) = pipeline.list_normalized_load_packages()
     package = project.working_dir / "load" / "normalized" / load_id
-    kept = tmp_path / "kept"
+    kept = project.tmp_path / "kept"
     shutil.copytree(package, kept)
     pipeline.load()
-    # The kill came after the destination committed every job, before dlt recorded any:
-    # the package is pending again, the append jobs of the table and the lineage as started.
-    with duckdb.connect(str(project.duckdb_path)) as connection:
-        connection.execute("delete from sigma._dlt_loads where load_id = ?", [load_id])
+    with pipeline.sql_client() as client:
+        loads = client.make_qualified_table_name("_dlt_loads")
+        client.execute_sql(f"delete from {loads} where load_id = %s", load_id)
     shutil.rmtree(project.working_dir / "load" / "loaded" / load_id)
     shutil.copytree(kept, package)
-    for job in [*(package / "new_jobs").glob("charges.*"), *(package / "new_jobs").glob("_sigma*")]:
-        job.rename(package / "started_jobs" / job.name)
+    for prefix in ("charges.", "_sigma_query_runs.", "_dlt_pipeline_state."):
+        for job in (package / "new_jobs").glob(f"{prefix}*"):
+            job.rename(package / "started_jobs" / job.name)
+
+
+def test_load_jobs_committed_but_not_recorded_are_not_applied_twice(tmp_path, emulator):
+    project = _project_with_data(tmp_path, emulator)
+    assert project.run().ok
+    _kill_after_commit_before_record(project, emulator)
 
     rerun = project.run()
 
     assert rerun.ok, rerun.failures
     _assert_consistent(project, emulator)
-    copies = project.sql("select count(*) - count(distinct id) from sigma.charges")
-    assert copies == [(0,)]
+    assert project.sql("select count(*) - count(distinct id) from sigma.charges") == [(0,)]
+
+
+@pytest.mark.postgres
+def test_postgres_load_jobs_committed_but_not_recorded_are_not_applied_twice(
+    tmp_path, emulator, postgres_dataset
+):
+    dsn, dataset = postgres_dataset
+    project = CliProject(tmp_path, emulator.url, postgres_dsn=dsn, dataset=dataset)
+    for name, sql in THREE_QUERIES.items():
+        project.write_query(name, sql)
+    assert project.run().ok
+    _kill_after_commit_before_record(project, emulator)
+
+    rerun = project.run()
+
+    assert rerun.ok, rerun.failures
+    _assert_consistent(project, emulator)

@@ -22,6 +22,7 @@ import pytest
 
 from sigma_source.emulator import Fault
 from sigma_source.errors import SigmaLoadError
+from sigma_source.lineage import LINEAGE_TABLE
 from tests.reliability_helpers import (
     INCREMENTAL_SQL,
     REPO,
@@ -110,7 +111,7 @@ def test_the_api_key_is_nowhere_after_runs_that_fail_in_every_way(project, emula
     run_id = project.sql("select max(query_run_id) from sigma._sigma_query_runs")[0][0]
     assert run_id.startswith("qry_")
     assert "sigma._sigma_query_runs.query_run_id" in secret_in_duckdb(project.duckdb_path, run_id)
-    assert files_containing(run_id, [project.working_dir])
+    assert files_containing(LINEAGE_TABLE, [project.working_dir])  # in dlt's schema files
     masked = f"sk_live_****{REVOKED[-4:]}"  # how Stripe names the revoked key in its answer
     assert files_containing(masked, [project.tmp_path / "target"])
 
