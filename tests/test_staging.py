@@ -78,6 +78,17 @@ def test_rows_are_written_in_row_groups_not_batch_by_batch(tmp_path):
     assert len(sizes) <= -(-ROWS // ROW_GROUP_ROWS)
 
 
+def test_the_staged_file_spends_no_time_on_column_statistics(tmp_path):
+    query = write_query(tmp_path, "select id, amount from charges")
+    csv_path = write_csv(tmp_path, "id,amount", ["ch_1,100", "ch_2,250"])
+
+    _, staging = stage(tmp_path, query, csv_path)
+
+    row_group = pq.ParquetFile(staging.path).metadata.row_group(0)
+    columns = [row_group.column(index) for index in range(row_group.num_columns)]
+    assert [column.is_stats_set for column in columns] == [False] * len(columns)
+
+
 def test_a_type_the_first_block_suggests_wrongly_is_corrected_by_the_whole_file(tmp_path):
     # The first blocks hold only integers; the last value makes the column a double.
     query = write_query(tmp_path, "select n from numbers")
