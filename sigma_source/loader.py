@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,7 +130,7 @@ def run(options: RunOptions, report: RunReport | None = None) -> RunResult:
         if isinstance(cause, ConfigurationException):  # e.g. no Postgres credentials
             raise config_error(cause) from error
         _roll_back_if_aborted(pipeline, error)
-        raise SigmaLoadError(f"{error.step} step failed: {_root_cause(error)}") from error
+        raise SigmaLoadError(f"{error.step} step failed: {_failure(error, options)}") from error
     return RunResult(report.records, dict(report.failures), info, pipeline)
 
 
@@ -143,8 +144,7 @@ def prepare(
     check_known_keys(inspect.signature(sigma_source).parameters)
     pipeline = make_pipeline(options)
     _remove_interrupted_schema_writes(pipeline)
-    _finish_pending_load(pipeline)
-    finish_interrupted_roll_back(pipeline)
+    _repair_what_earlier_runs_left(pipeline, options)
     remove_leftover_staging(pipeline.working_dir)
     report = report if report is not None else RunReport()
     try:
@@ -169,21 +169,27 @@ def _destination(options: RunOptions) -> Any:
             f"--destination {options.destination!r}: choose one of {', '.join(DESTINATIONS)}"
         )
     if options.destination == "duckdb":
-        path = options.duckdb_path or f"{options.pipeline_name}.duckdb"
+        path = duckdb_file(options)
         if Path(path).stem == options.dataset:
             raise ConfigError(
                 f"DuckDB file {path!r} and dataset {options.dataset!r} share a name: DuckDB "
                 "names the catalog after the file, so every table reference would be "
                 "ambiguous; change --dataset or --pipeline-name"
             )
-        # Absolute: dlt resolves a relative path against the folder the pipeline was first
-        # run in, so a run from another folder would load into (and restore state from) a
-        # file elsewhere instead of the one in the working directory.
-        path = os.path.abspath(path)
         return dlt.destinations.duckdb(credentials=_duckdb_credentials(path, options))
     if options.destination == "postgres":
         return dlt.destinations.postgres()
     return dlt.destinations.bigquery()
+
+
+def duckdb_file(options: RunOptions) -> str:
+    """The absolute path of the DuckDB file the run loads into.
+
+    Absolute: dlt resolves a relative path against the folder the pipeline was first run
+    in, so a run from another folder would load into (and restore state from) a file
+    elsewhere instead of the one in the working directory.
+    """
+    return os.path.abspath(options.duckdb_path or f"{options.pipeline_name}.duckdb")
 
 
 def _duckdb_credentials(path: str, options: RunOptions) -> Any:
@@ -209,6 +215,24 @@ def loader_file_format(destination: str) -> str | None:
     return "csv" if destination == "postgres" else None
 
 
+def _repair_what_earlier_runs_left(pipeline: dlt.Pipeline, options: RunOptions) -> None:
+    """Finish the load and the roll back a killed run left half done; one line if that fails."""
+    try:
+        _finish_pending_load(pipeline)
+        finish_interrupted_roll_back(pipeline)
+    except PipelineStepFailed as error:
+        _roll_back_if_aborted(pipeline, error)
+        raise SigmaLoadError(
+            f"a load left pending by an earlier run failed again: {_failure(error, options)}"
+        ) from error
+    except SigmaLoadError:
+        raise
+    except Exception as error:  # the destination, reached by the repair's own SQL
+        raise SigmaLoadError(
+            f"repairing what an earlier run left failed: {_failure(error, options)}"
+        ) from error
+
+
 def _finish_pending_load(pipeline: dlt.Pipeline) -> None:
     """Load what a crashed or killed run left behind before extracting anew.
 
@@ -217,16 +241,10 @@ def _finish_pending_load(pipeline: dlt.Pipeline) -> None:
     _drop_normalized_leftovers(pipeline)
     if not pipeline.has_pending_data:
         return
-    try:
-        pipeline.normalize()
-        for load_id in pipeline.list_normalized_load_packages():
-            undo_interrupted_jobs(pipeline, load_id)
-        pipeline.load()
-    except PipelineStepFailed as error:
-        _roll_back_if_aborted(pipeline, error)
-        raise SigmaLoadError(
-            f"a load left pending by an earlier run failed again: {_root_cause(error)}"
-        ) from error
+    pipeline.normalize()
+    for load_id in pipeline.list_normalized_load_packages():
+        undo_interrupted_jobs(pipeline, load_id)
+    pipeline.load()
 
 
 def _roll_back_if_aborted(pipeline: dlt.Pipeline, error: PipelineStepFailed) -> None:
@@ -266,6 +284,27 @@ def _drop_normalized_leftovers(pipeline: dlt.Pipeline) -> None:
         extracted = pipeline._get_normalize_storage().extracted_packages  # no public API
         for load_id in leftovers:
             extracted.delete_package(load_id)
+
+
+def _failure(error: BaseException, options: RunOptions) -> str:
+    """What went wrong, in one line; for a corrupt DuckDB file, also what to do about it."""
+    corrupt = re.search(r"Corrupt database file[^\n]*", _chain_text(error))
+    if corrupt and options.destination == "duckdb":
+        return (
+            f"the DuckDB file {duckdb_file(options)} is corrupt ({corrupt.group(0).strip()}); "
+            "DuckDB can leave its file so when killed while writing a checkpoint. Restore the "
+            "file from a backup, or move it aside and reload every table from Sigma with "
+            "`sigma-load run --full-refresh`"
+        )
+    return _root_cause(error)
+
+
+def _chain_text(error: BaseException) -> str:
+    texts = []
+    while error is not None:
+        texts.append(str(error))
+        error = error.__cause__ or error.__context__
+    return "\n".join(texts)
 
 
 def _root_exception(error: BaseException) -> BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,6 +13,9 @@ import requests
 from sigma_source.emulator import Emulator
 
 TEST_API_KEY = "sk_test_emulator_0123456789abcdef"
+
+# dlt's anonymous telemetry would post every pipeline run of the suite to dlt's servers.
+os.environ["RUNTIME__DLTHUB_TELEMETRY"] = "false"
 
 
 @pytest.fixture

@@ -243,12 +243,17 @@ def _naive_utc(value: Any) -> Any:
 
 
 def _clean_environment() -> dict[str, str]:
-    """This process's environment without sigma or dlt settings a developer may have set."""
-    return {
+    """This process's environment without sigma or dlt settings a developer may have set.
+
+    dlt's telemetry stays off, as in the test process (see conftest): tests send nothing
+    beyond this machine.
+    """
+    kept = {
         name: value
         for name, value in os.environ.items()
         if not name.startswith(("SOURCES__", "DESTINATION__", "DLT_", "RUNTIME__"))
     }
+    return kept | {"RUNTIME__DLTHUB_TELEMETRY": "false"}
 
 
 def source_rows(emulator: Any, sql: str) -> list[tuple]:
