@@ -12,14 +12,14 @@ import contextlib
 import inspect
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dlt
 from dlt.common.configuration.exceptions import ConfigurationException
-from dlt.common.pipeline import LoadInfo
+from dlt.common.pipeline import LoadInfo, get_dlt_pipelines_dir
 from dlt.load.exceptions import LoadClientJobFailed
 from dlt.pipeline.exceptions import PipelineStepFailed
 
@@ -122,16 +122,45 @@ def run(options: RunOptions, report: RunReport | None = None) -> RunResult:
     Pass your own `report` (with `on_event` to follow progress) to keep what each query did
     even when a later step of the load raises.
     """
-    pipeline, source, report = prepare(options, report)
-    try:
-        info = pipeline.run(source, loader_file_format=loader_file_format(options.destination))
-    except PipelineStepFailed as error:
-        cause = _root_exception(error)
-        if isinstance(cause, ConfigurationException):  # e.g. no Postgres credentials
-            raise config_error(cause) from error
-        _roll_back_if_aborted(pipeline, error)
-        raise SigmaLoadError(f"{error.step} step failed: {_failure(error, options)}") from error
+    with pipeline_lock(options):
+        pipeline, source, report = prepare(options, report)
+        try:
+            info = pipeline.run(source, loader_file_format=loader_file_format(options.destination))
+        except PipelineStepFailed as error:
+            cause = _root_exception(error)
+            if isinstance(cause, ConfigurationException):  # e.g. no Postgres credentials
+                raise config_error(cause) from error
+            _roll_back_if_aborted(pipeline, error)
+            raise SigmaLoadError(f"{error.step} step failed: {_failure(error, options)}") from error
     return RunResult(report.records, dict(report.failures), info, pipeline)
+
+
+@contextlib.contextmanager
+def pipeline_lock(options: RunOptions) -> Iterator[None]:
+    """Hold the pipeline for one run; refuse at once if another process holds it.
+
+    Two runs of one pipeline at a time (a cron job that overran its slot) would load the
+    same windows twice and race on dlt's state. The lock is an OS file lock, so a killed
+    run never leaves it held. It sits beside the pipeline's working folder, which dlt may
+    wipe and recreate.
+    """
+    from filelock import FileLock, Timeout
+
+    pipelines_dir = Path(options.pipelines_dir or get_dlt_pipelines_dir())
+    pipelines_dir.mkdir(parents=True, exist_ok=True)
+    path = pipelines_dir / f".{options.pipeline_name}.sigma-load.lock"
+    lock = FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise SigmaLoadError(
+            f"pipeline {options.pipeline_name!r} is being loaded by another sigma-load run "
+            f"(lock {path}); let it finish, or give this run another --pipeline-name"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def prepare(
