@@ -20,7 +20,7 @@ from typing import Any
 import dlt
 from dlt.common.configuration.exceptions import ConfigurationException
 from dlt.common.pipeline import LoadInfo, get_dlt_pipelines_dir
-from dlt.load.exceptions import LoadClientJobFailed
+from dlt.load.exceptions import LoadClientJobException
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from sigma_source.errors import ConfigError, SigmaLoadError
@@ -343,11 +343,25 @@ def _root_exception(error: BaseException) -> BaseException:
 
 
 def _root_cause(error: BaseException) -> str:
-    error = _root_exception(error)
-    if isinstance(error, LoadClientJobFailed) and error.client_exception is not None:
+    failed_job = _failed_job_in(error)
+    if failed_job is not None:
         # dlt's message is a whole traceback; what the destination said, and of which table,
         # is what a reader needs.
-        table = error.job_id.split(".")[0]
-        return f"table {table}: {_root_cause(error.client_exception)}"
+        table = failed_job.job_id.split(".")[0]
+        return f"table {table}: {_first_line(_root_exception(failed_job.client_exception))}"
+    return _first_line(_root_exception(error))
+
+
+def _failed_job_in(error: BaseException | None) -> LoadClientJobException | None:
+    """The load job behind `error`, failed for good or out of retries: the end of its chain,
+    or on the way (Postgres through ADBC chains the driver's error under it)."""
+    while error is not None:
+        if isinstance(error, LoadClientJobException) and error.client_exception is not None:
+            return error
+        error = error.__cause__
+    return None
+
+
+def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__

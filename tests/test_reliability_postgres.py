@@ -97,3 +97,33 @@ def test_a_run_with_no_new_rows_succeeds_and_changes_nothing(project, emulator):
 
     assert again.ok, again.failures
     assert {table: project.rows(table, columns) for table, columns in COLUMNS.items()} == before
+
+
+def test_a_load_postgres_refuses_is_rolled_back_and_the_next_run_loads_each_row_once(
+    project, emulator
+):
+    project.write_query("zblocker", "select 1 as x, id from balance_transactions limit 3")
+    assert project.run().ok
+    blocker = f"{project.dataset}.zblocker"
+    project.sql(f"alter table {blocker} add constraint refuse check (x < 0) not valid; select 1")
+    emulator.add_rows("balance_transactions", 5)
+    emulator.add_rows("charges", 5)
+
+    refused = project.cli("run")
+    # dlt retries a Postgres constraint error through ADBC rather than aborting the load:
+    # the load stays pending, and each run tries it first until the cause is fixed.
+    still_refused = project.cli("run")
+
+    assert refused.returncode == 1
+    assert "error: load step failed: table zblocker: " in refused.stderr
+    assert still_refused.returncode == 1
+    assert (
+        "error: a load left pending by an earlier run failed again: table zblocker: "
+        in still_refused.stderr
+    )
+    project.sql(f"alter table {blocker} drop constraint refuse; select 1")
+    assert project.run().ok
+    _assert_equal_to_sigma(project, emulator)
+    assert project.sql(f"select count(*) - count(distinct id) from {project.dataset}.charges") == [
+        (0,)
+    ]
