@@ -262,7 +262,13 @@ def ls_command(
     with _handled_errors():
         queries = _selected_queries(project_dir, select, exclude)
         with _view(destination, dataset, pipeline_name, pipelines_dir) as view:
-            records = query_records(queries, dataset, view.last_cursors(), view.last_loads())
+            records = query_records(
+                queries,
+                dataset,
+                view.last_cursors(),
+                view.last_loads(),
+                view.usual_run_seconds(),
+            )
     _output(records, output_format, print_queries)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from sigma_source.errors import ConfigError, SigmaLoadError
 from sigma_source.lineage import LINEAGE_TABLE, SUCCEEDED
 from sigma_source.loader import DESTINATIONS, RunOptions
+from sigma_source.runs import usual_run_seconds
 
 LOADS_TABLE = "_dlt_loads"
 SOURCE_NAME = "sigma"  # the dlt source's name: its state lives under state["sources"]["sigma"]
@@ -95,6 +96,17 @@ class PipelineView:
             for name, entry in queries.items()
             if isinstance(entry, dict) and entry.get("last_cursor")
         }
+
+    def usual_run_seconds(self) -> dict[str, float]:
+        """How long each query usually runs on Sigma, from the run times its state keeps."""
+        sources = self.state().get("sources") or {}
+        queries = (sources.get(SOURCE_NAME) or {}).get("queries") or {}
+        usual = {
+            name: usual_run_seconds(entry.get("run_seconds"))
+            for name, entry in queries.items()
+            if isinstance(entry, dict)
+        }
+        return {name: seconds for name, seconds in usual.items() if seconds is not None}
 
     def state(self) -> dict[str, Any]:
         """The dlt pipeline state the next run starts from; `{}` for a pipeline never run."""

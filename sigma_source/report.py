@@ -112,8 +112,10 @@ def query_records(
     dataset: str,
     cursors: Mapping[str, datetime],
     loads: Mapping[str, LastLoad],
+    usual_seconds: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """`ls`: each query's config with its current state."""
+    usual_seconds = usual_seconds or {}
     records = []
     for query in queries:
         config, load = query.config, loads.get(query.name)
@@ -128,6 +130,7 @@ def query_records(
                 "tags": list(config.tags),
                 "enabled": config.enabled,
                 "saved_query": config.saved_query,
+                "usual_run_seconds": usual_seconds.get(query.name),
                 "last_cursor": iso(cursors.get(query.name)),
                 "last_loaded_at": iso(load.loaded_at if load else None),
             }
@@ -140,7 +143,16 @@ def print_queries(records: Sequence[Mapping[str, Any]]) -> None:
     dataset = records[0]["table"].rsplit(".", 1)[0] if records else ""
     print_table(
         f"{len(records)} queries, each loading table {dataset}.<query> (times in UTC)",
-        ("query", "write", "primary key", "cursor", "tags", "last cursor", "last load"),
+        (
+            "query",
+            "write",
+            "primary key",
+            "cursor",
+            "tags",
+            "usual run",
+            "last cursor",
+            "last load",
+        ),
         [
             (
                 record["query"],
@@ -148,12 +160,17 @@ def print_queries(records: Sequence[Mapping[str, Any]]) -> None:
                 ", ".join(record["primary_key"]) or NONE,
                 record["cursor"] or NONE,
                 ", ".join(record["tags"]) or NONE,
+                _run_time(record["usual_run_seconds"]),
                 shown(record["last_cursor"]),
                 shown(record["last_loaded_at"]) if record["last_loaded_at"] else "never",
             )
             for record in records
         ],
     )
+
+
+def _run_time(seconds: float | None) -> str:
+    return NONE if seconds is None else f"{seconds:.1f} s"
 
 
 # --- runs --------------------------------------------------------------------------------------

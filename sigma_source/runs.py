@@ -6,6 +6,7 @@ that a run which fails half-way is still recorded with its run id and what went 
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,6 +70,20 @@ def execute_query_run(
     record.download_seconds = round(time.monotonic() - started, 3)
     record.status = SUCCEEDED
     return destination
+
+
+def usual_run_seconds(run_seconds: object) -> float | None:
+    """How long a query usually runs on Sigma: the median of its recent run times.
+
+    `run_seconds` is what the pipeline state keeps for the query; anything but a list of
+    numbers (a state edited by hand) counts as no history.
+    """
+    if not isinstance(run_seconds, list) or not run_seconds:
+        return None
+    try:
+        return float(statistics.median(run_seconds))
+    except (TypeError, ValueError):
+        return None
 
 
 def _ignore(event: ProgressEvent) -> None:

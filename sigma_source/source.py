@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import statistics
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -39,7 +38,7 @@ from sigma_source.project import (
     render_sql,
     select_queries,
 )
-from sigma_source.runs import execute_query_run
+from sigma_source.runs import execute_query_run, usual_run_seconds
 from sigma_source.staging import StagedResult, StagingFile, StoredColumns, stage_result
 
 DEFAULT_API_BASE = "https://api.stripe.com"
@@ -448,14 +447,7 @@ def _advance_cursor(query: Query, context: _RunContext, staged: list[StagedResul
 
 
 def _expected_run_seconds(query: Query) -> float | None:
-    """How long the query usually runs on Sigma: the median of its last few runs, if any."""
-    seconds = _query_state(query.name).get("run_seconds")
-    if not isinstance(seconds, list) or not seconds:
-        return None
-    try:
-        return float(statistics.median(seconds))
-    except (TypeError, ValueError):  # the state was edited by hand: poll as for a new query
-        return None
+    return usual_run_seconds(_query_state(query.name).get("run_seconds"))
 
 
 def _remember_run_seconds(query: Query, records: list[QueryRunRecord]) -> None:

@@ -132,3 +132,15 @@ def _parsed(stamp: str) -> datetime:
 def _to_ms(moment: datetime) -> datetime:
     """JSON times carry milliseconds."""
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def test_ls_shows_how_long_each_query_usually_runs_on_sigma(cli, emulator):
+    assert [entry["usual_run_seconds"] for entry in cli.json("ls")] == [None, None]
+    emulator.run_seconds = 0.3
+
+    assert cli.invoke("run").exit_code == 0
+
+    usual = [entry["usual_run_seconds"] for entry in cli.json("ls")]
+    assert all(0.3 <= seconds < 2.0 for seconds in usual), usual
+    table = cli.invoke("ls").stdout
+    assert "usual run" in table and f"{usual[0]:.1f} s" in table
