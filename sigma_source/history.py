@@ -89,24 +89,24 @@ class PipelineView:
 
     def last_cursors(self) -> dict[str, datetime]:
         """The highest cursor value loaded per query: where the next run's window starts."""
-        sources = self.state().get("sources") or {}
-        queries = (sources.get(SOURCE_NAME) or {}).get("queries") or {}
         return {
             name: datetime.fromisoformat(entry["last_cursor"])
-            for name, entry in queries.items()
-            if isinstance(entry, dict) and entry.get("last_cursor")
+            for name, entry in self._query_states().items()
+            if entry.get("last_cursor")
         }
 
     def usual_run_seconds(self) -> dict[str, float]:
         """How long each query usually runs on Sigma, from the run times its state keeps."""
-        sources = self.state().get("sources") or {}
-        queries = (sources.get(SOURCE_NAME) or {}).get("queries") or {}
         usual = {
             name: usual_run_seconds(entry.get("run_seconds"))
-            for name, entry in queries.items()
-            if isinstance(entry, dict)
+            for name, entry in self._query_states().items()
         }
         return {name: seconds for name, seconds in usual.items() if seconds is not None}
+
+    def _query_states(self) -> dict[str, dict[str, Any]]:
+        sources = self.state().get("sources") or {}
+        queries = (sources.get(SOURCE_NAME) or {}).get("queries") or {}
+        return {name: entry for name, entry in queries.items() if isinstance(entry, dict)}
 
     def state(self) -> dict[str, Any]:
         """The dlt pipeline state the next run starts from; `{}` for a pipeline never run."""

@@ -27,8 +27,9 @@ from sigma_source.errors import ConfigError, SigmaLoadError
 from sigma_source.lineage import QueryRunRecord
 from sigma_source.repair import (
     finish_interrupted_roll_back,
-    roll_back_aborted_load,
-    undo_interrupted_jobs,
+    finish_pending_load,
+    remove_interrupted_schema_writes,
+    roll_back_if_aborted,
 )
 from sigma_source.settings import check_known_keys, config_error
 from sigma_source.source import RunReport, remove_leftover_staging, sigma_source
@@ -130,7 +131,7 @@ def run(options: RunOptions, report: RunReport | None = None) -> RunResult:
             cause = _root_exception(error)
             if isinstance(cause, ConfigurationException):  # e.g. no Postgres credentials
                 raise config_error(cause) from error
-            _roll_back_if_aborted(pipeline, error)
+            roll_back_if_aborted(pipeline, error)
             raise SigmaLoadError(f"{error.step} step failed: {_failure(error, options)}") from error
     return RunResult(report.records, dict(report.failures), info, pipeline)
 
@@ -172,7 +173,7 @@ def prepare(
     # A typo in [sources.sigma] would otherwise leave a default silently in force.
     check_known_keys(inspect.signature(sigma_source).parameters)
     pipeline = make_pipeline(options)
-    _remove_interrupted_schema_writes(pipeline)
+    remove_interrupted_schema_writes(pipeline)
     _repair_what_earlier_runs_left(pipeline, options)
     remove_leftover_staging(pipeline.working_dir)
     report = report if report is not None else RunReport()
@@ -247,10 +248,10 @@ def loader_file_format(destination: str) -> str | None:
 def _repair_what_earlier_runs_left(pipeline: dlt.Pipeline, options: RunOptions) -> None:
     """Finish the load and the roll back a killed run left half done; one line if that fails."""
     try:
-        _finish_pending_load(pipeline)
+        finish_pending_load(pipeline)
         finish_interrupted_roll_back(pipeline)
     except PipelineStepFailed as error:
-        _roll_back_if_aborted(pipeline, error)
+        roll_back_if_aborted(pipeline, error)
         raise SigmaLoadError(
             f"a load left pending by an earlier run failed again: {_failure(error, options)}"
         ) from error
@@ -260,59 +261,6 @@ def _repair_what_earlier_runs_left(pipeline: dlt.Pipeline, options: RunOptions) 
         raise SigmaLoadError(
             f"repairing what an earlier run left failed: {_failure(error, options)}"
         ) from error
-
-
-def _finish_pending_load(pipeline: dlt.Pipeline) -> None:
-    """Load what a crashed or killed run left behind before extracting anew.
-
-    dlt would otherwise load the pending package and silently ignore the new data.
-    """
-    _drop_normalized_leftovers(pipeline)
-    if not pipeline.has_pending_data:
-        return
-    pipeline.normalize()
-    for load_id in pipeline.list_normalized_load_packages():
-        undo_interrupted_jobs(pipeline, load_id)
-    pipeline.load()
-
-
-def _roll_back_if_aborted(pipeline: dlt.Pipeline, error: PipelineStepFailed) -> None:
-    """Take back what a load the destination refused had already added to append tables."""
-    if error.step != "load" or not error.load_id:
-        return
-    if pipeline.get_load_package_info(error.load_id).state == "aborted":
-        roll_back_aborted_load(pipeline, error.load_id)
-
-
-def _remove_interrupted_schema_writes(pipeline: dlt.Pipeline) -> None:
-    """Delete the temporary files of schema writes that a kill cut short.
-
-    dlt saves a schema by writing a randomly named file beside it and renaming it into
-    place. A kill before the rename leaves that file behind, and dlt takes every file in the
-    folder for a schema: restoring the schema from the destination then fails forever,
-    trying to delete a schema named after the temporary file.
-    """
-    schemas = Path(pipeline.working_dir) / "schemas"
-    if not schemas.is_dir():
-        return
-    for path in schemas.iterdir():
-        if path.is_file() and ".schema." not in path.name:
-            path.unlink(missing_ok=True)
-
-
-def _drop_normalized_leftovers(pipeline: dlt.Pipeline) -> None:
-    """Delete extracted packages that dlt had already normalized when the run was killed.
-
-    dlt normalizes a package by renaming its output into place, then deleting the extracted
-    input; a kill between the two leaves that input behind (whole, or half deleted).
-    Normalizing it again would fail on its missing files forever, or load its rows twice.
-    """
-    done = {*pipeline.list_normalized_load_packages(), *pipeline.list_completed_load_packages()}
-    leftovers = [load_id for load_id in pipeline.list_extracted_load_packages() if load_id in done]
-    if leftovers:
-        extracted = pipeline._get_normalize_storage().extracted_packages  # no public API
-        for load_id in leftovers:
-            extracted.delete_package(load_id)
 
 
 def _failure(error: BaseException, options: RunOptions) -> str:

@@ -1,7 +1,10 @@
-"""Undo what a load applied only in part, so that `append` tables hold each row once.
+"""Repair what a killed run or a refused load left behind, before the next run loads.
 
-dlt applies a load package table by table, each table in its own transaction. Two ways
-leave a package half applied:
+In dlt's working folder: a schema write cut short, an extracted package that was already
+normalized, a load package still pending (finished first, or dlt would ignore new data).
+
+In the destination: dlt applies a load package table by table, each table in its own
+transaction. Two ways leave a package half applied:
 
 - a kill between the destination committing a table's rows and dlt recording that job as
   done: dlt runs the job again when it resumes the package;
@@ -25,12 +28,72 @@ import dlt
 from dlt.common.schema.utils import get_write_disposition
 from dlt.common.storages.load_package import TPackageJobState
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
+from dlt.pipeline.exceptions import PipelineStepFailed
 
 from sigma_source.lineage import FAILED, LINEAGE_TABLE, SUCCEEDED
 
 LOAD_ID_COLUMN = "_dlt_load_id"
 # Left in an aborted package's folder once its rows are taken back.
 ROLLED_BACK_MARKER = "sigma_rolled_back"
+
+
+# --- local leftovers: dlt's working folder as a kill left it -------------------------------
+
+
+def remove_interrupted_schema_writes(pipeline: dlt.Pipeline) -> None:
+    """Delete the temporary files of schema writes that a kill cut short.
+
+    dlt saves a schema by writing a randomly named file beside it and renaming it into
+    place. A kill before the rename leaves that file behind, and dlt takes every file in the
+    folder for a schema: restoring the schema from the destination then fails forever,
+    trying to delete a schema named after the temporary file.
+    """
+    schemas = Path(pipeline.working_dir) / "schemas"
+    if not schemas.is_dir():
+        return
+    for path in schemas.iterdir():
+        if path.is_file() and ".schema." not in path.name:
+            path.unlink(missing_ok=True)
+
+
+def drop_normalized_leftovers(pipeline: dlt.Pipeline) -> None:
+    """Delete extracted packages that dlt had already normalized when the run was killed.
+
+    dlt normalizes a package by renaming its output into place, then deleting the extracted
+    input; a kill between the two leaves that input behind (whole, or half deleted).
+    Normalizing it again would fail on its missing files forever, or load its rows twice.
+    """
+    done = {*pipeline.list_normalized_load_packages(), *pipeline.list_completed_load_packages()}
+    leftovers = [load_id for load_id in pipeline.list_extracted_load_packages() if load_id in done]
+    if leftovers:
+        extracted = pipeline._get_normalize_storage().extracted_packages  # no public API
+        for load_id in leftovers:
+            extracted.delete_package(load_id)
+
+
+def finish_pending_load(pipeline: dlt.Pipeline) -> None:
+    """Load what a crashed or killed run left behind before extracting anew.
+
+    dlt would otherwise load the pending package and silently ignore the new data.
+    """
+    drop_normalized_leftovers(pipeline)
+    if not pipeline.has_pending_data:
+        return
+    pipeline.normalize()
+    for load_id in pipeline.list_normalized_load_packages():
+        undo_interrupted_jobs(pipeline, load_id)
+    pipeline.load()
+
+
+def roll_back_if_aborted(pipeline: dlt.Pipeline, error: PipelineStepFailed) -> None:
+    """Take back what a load the destination refused had already added to append tables."""
+    if error.step != "load" or not error.load_id:
+        return
+    if pipeline.get_load_package_info(error.load_id).state == "aborted":
+        roll_back_aborted_load(pipeline, error.load_id)
+
+
+# --- rows in the destination ----------------------------------------------------------------
 
 
 def undo_interrupted_jobs(pipeline: dlt.Pipeline, load_id: str) -> list[str]:

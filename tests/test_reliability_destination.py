@@ -109,7 +109,7 @@ def test_a_refused_load_leaves_no_lineage_claiming_rows_that_are_not_there(proje
 
 def test_a_roll_back_cut_short_by_a_kill_is_finished_by_the_next_run(project, monkeypatch):
     # The kill came after dlt aborted the refused load, before its rows were taken back.
-    monkeypatch.setattr(loader, "_roll_back_if_aborted", lambda pipeline, error: None)
+    monkeypatch.setattr(loader, "roll_back_if_aborted", lambda pipeline, error: None)
     with pytest.raises(SigmaLoadError, match="table zblocker"):
         project.run()
     monkeypatch.undo()
