@@ -26,7 +26,12 @@ from pathlib import Path
 
 import dlt
 from dlt.common.schema.utils import get_write_disposition
-from dlt.common.storages.load_package import TPackageJobState
+from dlt.common.storages.load_package import (
+    LoadJobInfo,
+    LoadPackageInfo,
+    PackageStorage,
+    TPackageJobState,
+)
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.pipeline.exceptions import PipelineStepFailed
 
@@ -97,13 +102,22 @@ def roll_back_if_aborted(pipeline: dlt.Pipeline, error: PipelineStepFailed) -> N
 
 
 def undo_interrupted_jobs(pipeline: dlt.Pipeline, load_id: str) -> list[str]:
-    """Before a pending package is resumed: delete what its started jobs may have committed.
+    """Before a pending package is resumed: delete what its unrecorded jobs may have committed.
 
     A job sits in `started_jobs` from the moment dlt hands it to the destination until it
-    records the outcome, so only those jobs can have rows in the destination that dlt does
-    not know of. Returns the tables cleaned.
+    records the outcome. dlt marks the outcome first (a pending transition) and does not run
+    a marked job again; an unmarked one it runs again, and it may have committed already.
+    Only tables whose every job in the package is such an unmarked one are cleaned: deleting
+    by load id would also take the rows of a job of the table that did complete. Returns the
+    tables cleaned.
     """
-    tables = _append_tables(pipeline, load_id, ("started_jobs",))
+    package = pipeline.get_load_package_info(load_id)
+    unrecorded, recorded = set(), set()
+    for job in package.jobs.get("started_jobs", []):
+        marked = _has_pending_transition(package, job)
+        (recorded if marked else unrecorded).add(job.job_file_info.table_name)
+    recorded |= _tables_of(package, ("completed_jobs",))
+    tables = _append_tables(package, unrecorded - recorded)
     _delete_rows_of_load(pipeline, load_id, tables)
     return tables
 
@@ -115,13 +129,13 @@ def roll_back_aborted_load(pipeline: dlt.Pipeline, load_id: str) -> list[str]:
     queries whose rows are gone (or never landed) is marked failed rather than deleted: the
     history keeps the attempt, and no record claims rows the tables do not hold.
     """
-    tables = _append_tables(pipeline, load_id, ("completed_jobs",))
+    package = pipeline.get_load_package_info(load_id)
+    tables = _append_tables(package, _tables_of(package, ("completed_jobs",)))
     _delete_rows_of_load(pipeline, load_id, [t for t in tables if t != LINEAGE_TABLE])
-    refused = _tables_with_jobs(pipeline, load_id, ("failed_jobs",))
-    queries = {*tables, *refused} - {LINEAGE_TABLE, pipeline.default_schema.state_table_name}
+    refused = _tables_of(package, ("failed_jobs",))
+    queries = {*tables, *refused} - {LINEAGE_TABLE, package.schema.state_table_name}
     _mark_runs_not_loaded(pipeline, load_id, sorted(queries))
-    package = Path(pipeline.get_load_package_info(load_id).package_path)
-    (package / ROLLED_BACK_MARKER).touch()
+    (Path(package.package_path) / ROLLED_BACK_MARKER).touch()
     return tables
 
 
@@ -142,30 +156,26 @@ def finish_interrupted_roll_back(pipeline: dlt.Pipeline) -> None:
         roll_back_aborted_load(pipeline, package.load_id)
 
 
-def _tables_with_jobs(
-    pipeline: dlt.Pipeline, load_id: str, states: Iterable[TPackageJobState]
-) -> set[str]:
-    package = pipeline.get_load_package_info(load_id)
-    # dlt's own tables stay dlt's, except its state: appended per load like the data, and
-    # its rows have a unique key in Postgres, so a state job applied twice fails the load.
-    own = {package.schema.state_table_name}
-    return {
-        job.job_file_info.table_name
-        for state in states
-        for job in package.jobs.get(state, [])
-        if not job.job_file_info.table_name.startswith("_dlt")
-        or job.job_file_info.table_name in own
-    }
+def _tables_of(package: LoadPackageInfo, states: Iterable[TPackageJobState]) -> set[str]:
+    return {job.job_file_info.table_name for state in states for job in package.jobs.get(state, [])}
 
 
-def _append_tables(
-    pipeline: dlt.Pipeline, load_id: str, states: Iterable[TPackageJobState]
-) -> list[str]:
-    schema = pipeline.get_load_package_info(load_id).schema
+def _has_pending_transition(package: LoadPackageInfo, job: LoadJobInfo) -> bool:
+    marker = Path(package.package_path, PackageStorage.PENDING_TRANSITIONS_FOLDER)
+    return (marker / Path(job.file_path).name).exists()
+
+
+def _append_tables(package: LoadPackageInfo, tables: Iterable[str]) -> list[str]:
+    """The `append` tables among `tables`: the data tables, and of dlt's own, its state,
+    appended per load like the data (its rows have a unique key in Postgres, so a state job
+    applied twice fails the load)."""
+    schema = package.schema
     return sorted(
         table
-        for table in _tables_with_jobs(pipeline, load_id, states)
-        if table in schema.tables and get_write_disposition(schema.tables, table) == "append"
+        for table in tables
+        if (not table.startswith("_dlt") or table == schema.state_table_name)
+        and table in schema.tables
+        and get_write_disposition(schema.tables, table) == "append"
     )
 
 

@@ -16,6 +16,7 @@ seeds, and `SIGMA_LOAD_CRASH_KILLS_POSTGRES` (default 10) into the real Postgres
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -255,10 +256,13 @@ def test_a_schema_write_cut_short_does_not_block_the_next_run(tmp_path, emulator
     _assert_consistent(project, emulator)
 
 
-def _kill_after_commit_before_record(project: CliProject, emulator: Emulator) -> None:
+def _kill_after_commit_before_record(
+    project: CliProject, emulator: Emulator, *, marked: tuple[str, ...] = ()
+) -> None:
     """Leave the state a kill leaves when it comes after the destination committed a load's
     jobs and before dlt recorded any: the package pending again, its append jobs (the
-    table's, the lineage's, dlt's state) as started, the others as new."""
+    table's, the lineage's, dlt's state) as started, the others as new. The started jobs of
+    the tables in `marked` got as far as dlt's pending-transition marker ("completed")."""
     emulator.add_rows("charges", 4)
     pipeline, source, _ = prepare(project.options())
     pipeline.extract(source)
@@ -276,6 +280,12 @@ def _kill_after_commit_before_record(project: CliProject, emulator: Emulator) ->
     for prefix in ("charges.", "_sigma_query_runs.", "_dlt_pipeline_state."):
         for job in (package / "new_jobs").glob(f"{prefix}*"):
             job.rename(package / "started_jobs" / job.name)
+            if prefix.rstrip(".") in marked:
+                transitions = package / ".pending_transitions"
+                transitions.mkdir(exist_ok=True)
+                (transitions / job.name).write_text(
+                    json.dumps({"state": "completed", "failed_message": None})
+                )
 
 
 def test_load_jobs_committed_but_not_recorded_are_not_applied_twice(tmp_path, emulator):
@@ -288,6 +298,18 @@ def test_load_jobs_committed_but_not_recorded_are_not_applied_twice(tmp_path, em
     assert rerun.ok, rerun.failures
     _assert_consistent(project, emulator)
     assert project.sql("select count(*) - count(distinct id) from sigma.charges") == [(0,)]
+
+
+def test_a_started_job_dlt_marked_completed_keeps_its_rows(tmp_path, emulator):
+    # dlt does not run such a job again, so nothing may be taken from its table.
+    project = _project_with_data(tmp_path, emulator)
+    assert project.run().ok
+    _kill_after_commit_before_record(project, emulator, marked=("charges", "_sigma_query_runs"))
+
+    rerun = project.run()
+
+    assert rerun.ok, rerun.failures
+    _assert_consistent(project, emulator)
 
 
 @pytest.mark.postgres
