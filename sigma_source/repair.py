@@ -21,8 +21,10 @@ run killed half-way through one has it finished by the next.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import dlt
 from dlt.common.schema.utils import get_write_disposition
@@ -32,6 +34,7 @@ from dlt.common.storages.load_package import (
     PackageStorage,
     TPackageJobState,
 )
+from dlt.common.versioned_state import decompress_state
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.pipeline.exceptions import PipelineStepFailed
 
@@ -84,10 +87,42 @@ def finish_pending_load(pipeline: dlt.Pipeline) -> None:
     drop_normalized_leftovers(pipeline)
     if not pipeline.has_pending_data:
         return
+    local_version = pipeline.state["_state_version"]
+    newest = _newest_pending_state(pipeline)
     pipeline.normalize()
     for load_id in pipeline.list_normalized_load_packages():
         undo_interrupted_jobs(pipeline, load_id)
     pipeline.load()
+    if newest is not None and newest["version"] > local_version:
+        _adopt_state(pipeline, newest)
+
+
+def _newest_pending_state(pipeline: dlt.Pipeline) -> dict[str, Any] | None:
+    """The pipeline state carried by the newest pending package, if any carries one."""
+    working_dir = Path(pipeline.working_dir)
+    package_states = [
+        *working_dir.glob("normalize/extracted/*/load_package_state.json"),
+        *working_dir.glob("load/normalized/*/load_package_state.json"),
+    ]
+    states = [json.loads(path.read_text()).get("pipeline_state") for path in package_states]
+    states = [state for state in states if state]
+    return max(states, key=lambda state: state["version"]) if states else None
+
+
+def _adopt_state(pipeline: dlt.Pipeline, package_state: dict[str, Any]) -> None:
+    """Make the state a finished package carried the local state.
+
+    A kill can come after dlt put the new state (cursors) into a package and before it saved
+    it on disk. Finishing the package loads that state into the destination, but finishing it
+    also bumps the stale local state's version past it, so dlt would not restore it and the
+    next extract would read the package's windows again.
+    """
+    adopted = decompress_state(package_state["state"])
+    with pipeline.managed_state() as state:
+        kept_local = state["_local"]
+        state.clear()
+        state.update(adopted)
+        state["_local"] = kept_local
 
 
 def roll_back_if_aborted(pipeline: dlt.Pipeline, error: PipelineStepFailed) -> None:
