@@ -80,21 +80,11 @@ def postgres_dataset(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str
 
     Skipped without a server, failed instead when SIGMA_LOAD_REQUIRE_POSTGRES=1 (CI).
     """
-    import os
     import uuid
 
-    psycopg2 = pytest.importorskip("psycopg2")
-    dsn = os.environ.get(
-        "SIGMA_LOAD_TEST_POSTGRES", "postgresql://postgres:postgres@127.0.0.1:5432/test"
-    )
-    try:
-        connection = psycopg2.connect(dsn, connect_timeout=3)
-    except psycopg2.OperationalError as error:
-        reason = f"PostgreSQL not reachable at {dsn}: {str(error).strip()}"
-        if os.environ.get("SIGMA_LOAD_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"SIGMA_LOAD_REQUIRE_POSTGRES=1 but {reason}")
-        pytest.skip(reason)
-    connection.autocommit = True
+    from tests.loader_helpers import POSTGRES_DSN, connect_test_postgres
+
+    connection, dsn = connect_test_postgres(), POSTGRES_DSN
     monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", dsn)
     dataset = f"sigma_rel_{uuid.uuid4().hex[:8]}"
     try:

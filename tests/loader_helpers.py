@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,3 +93,27 @@ def posted_sql(emulator: Any) -> list[str]:
         and request.path == "/v1/sigma/query_runs"
         and "sql" in request.form
     ]
+
+
+POSTGRES_DSN = os.environ.get(
+    "SIGMA_LOAD_TEST_POSTGRES", "postgresql://postgres:postgres@127.0.0.1:5432/test"
+)
+
+
+def connect_test_postgres() -> Any:
+    """An autocommit connection to the test Postgres (`SIGMA_LOAD_TEST_POSTGRES`).
+
+    Skips the test without a server, or fails it when SIGMA_LOAD_REQUIRE_POSTGRES=1 (CI).
+    """
+    import pytest
+
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        connection = psycopg2.connect(POSTGRES_DSN, connect_timeout=3)
+    except psycopg2.OperationalError as error:
+        reason = f"PostgreSQL not reachable at {POSTGRES_DSN}: {str(error).strip()}"
+        if os.environ.get("SIGMA_LOAD_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"SIGMA_LOAD_REQUIRE_POSTGRES=1 but {reason}")
+        pytest.skip(reason)
+    connection.autocommit = True
+    return connection

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
@@ -13,10 +12,7 @@ from tests.cli_helpers import (
     CUSTOMERS_BY_COUNTRY_SQL,
     CliProject,
 )
-
-POSTGRES_DSN = os.environ.get(
-    "SIGMA_LOAD_TEST_POSTGRES", "postgresql://postgres:postgres@127.0.0.1:5432/test"
-)
+from tests.loader_helpers import POSTGRES_DSN, connect_test_postgres
 
 
 @pytest.fixture
@@ -103,14 +99,7 @@ def test_runs_needs_no_project_folder(cli):
 
 @pytest.mark.postgres
 def test_runs_and_ls_read_a_postgres_destination(cli, monkeypatch):
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        connection = psycopg2.connect(POSTGRES_DSN, connect_timeout=3)
-    except psycopg2.OperationalError as error:
-        if os.environ.get("SIGMA_LOAD_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"SIGMA_LOAD_REQUIRE_POSTGRES=1 but PostgreSQL is not reachable: {error}")
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_DSN}")
-    connection.autocommit = True
+    connection = connect_test_postgres()
     dataset = f"sigma_cli_{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", POSTGRES_DSN)
     where = ("--destination", "postgres", "--dataset", dataset, "--pipeline-name", "sigma_pg")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
 
-from tests.loader_helpers import BALANCE_TRANSACTIONS_SQL, DAILY_REVENUE_SQL, LoaderHarness
-
-POSTGRES_DSN = os.environ.get(
-    "SIGMA_LOAD_TEST_POSTGRES", "postgresql://postgres:postgres@127.0.0.1:5432/test"
+from tests.loader_helpers import (
+    BALANCE_TRANSACTIONS_SQL,
+    DAILY_REVENUE_SQL,
+    POSTGRES_DSN,
+    LoaderHarness,
+    connect_test_postgres,
 )
 
 pytestmark = pytest.mark.postgres
@@ -19,15 +20,7 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 def postgres(monkeypatch):
     """A fresh dataset name on the local Postgres; skipped (or failed in CI) without a server."""
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        connection = psycopg2.connect(POSTGRES_DSN, connect_timeout=3)
-    except psycopg2.OperationalError as error:
-        reason = f"PostgreSQL not reachable at {POSTGRES_DSN}: {str(error).strip()}"
-        if os.environ.get("SIGMA_LOAD_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"SIGMA_LOAD_REQUIRE_POSTGRES=1 but {reason}")
-        pytest.skip(reason)
-    connection.autocommit = True
+    connection = connect_test_postgres()
     dataset = f"sigma_test_{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", POSTGRES_DSN)
     yield connection, dataset
