@@ -37,7 +37,8 @@ SEED = 1
 TABLE = "balance_transactions"
 PYARROW = "pyarrow read_csv (inferring)"
 DUCKDB = "duckdb read_csv → table"
-CONTENDERS = ("sigma-load, types known", "sigma-load, infer + read", PYARROW, DUCKDB)
+INFER_AND_READ = "sigma-load, infer + read"
+CONTENDERS = ("sigma-load, types known", INFER_AND_READ, PYARROW, DUCKDB)
 
 
 # --- Contenders (run inside the worker subprocess) ----------------------------------------

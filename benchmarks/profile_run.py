@@ -22,16 +22,21 @@ from typing import Any
 _STARTED = time.perf_counter()
 _spans: list[tuple[str, float, float, str]] = []
 _rss: list[tuple[float, int]] = []  # (seconds since start, RSS in KiB)
+_cpu: list[tuple[float, float]] = []  # (seconds since start, process CPU seconds so far)
 SAMPLE_SECONDS = 0.01
 
 
-def _sample_rss(stop: threading.Event) -> None:
+def _sample(stop: threading.Event) -> None:
+    """Sample the process's RSS and CPU time (all threads) every SAMPLE_SECONDS."""
+    page_kib = resource.getpagesize() // 1024
     with open("/proc/self/statm") as statm:
-        page_kib = resource.getpagesize() // 1024
         while not stop.is_set():
             statm.seek(0)
             resident_pages = int(statm.read().split()[1])
-            _rss.append((time.perf_counter() - _STARTED, resident_pages * page_kib))
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            at = time.perf_counter() - _STARTED
+            _rss.append((at, resident_pages * page_kib))
+            _cpu.append((at, usage.ru_utime + usage.ru_stime))
             stop.wait(SAMPLE_SECONDS)
 
 
@@ -39,6 +44,15 @@ def _peak_mib(start: float, end: float) -> float | None:
     """The highest RSS sampled between `start` and `end`; None for a step too short to sample."""
     inside = [kib for at, kib in _rss if start <= at <= end]
     return max(inside) / 1024 if inside else None
+
+
+def _cores_busy(start: float, end: float) -> float | None:
+    """CPU seconds per wall second between `start` and `end`: how many cores the step kept busy."""
+    inside = [(at, cpu) for at, cpu in _cpu if start <= at <= end]
+    if len(inside) < 2 or inside[-1][0] - inside[0][0] < 5 * SAMPLE_SECONDS:
+        return None
+    (first_at, first_cpu), (last_at, last_cpu) = inside[0], inside[-1]
+    return (last_cpu - first_cpu) / (last_at - first_at)
 
 
 def _timed(owner: Any, name: str, label: str) -> None:
@@ -78,7 +92,7 @@ def main() -> None:
         _timed(Pipeline, step, f"dlt {step}")
     sys.argv = ["sigma-load", *argv]
     stop = threading.Event()
-    sampler = threading.Thread(target=_sample_rss, args=(stop,), daemon=True)
+    sampler = threading.Thread(target=_sample, args=(stop,), daemon=True)
     sampler.start()
     code = 0
     try:
@@ -100,6 +114,7 @@ def main() -> None:
                 "end": end,
                 "thread": thread,
                 "peak_mib": _peak_mib(start, end),
+                "cores_busy": _cores_busy(start, end),
             }
             for label, start, end, thread in _spans
         ],

@@ -57,9 +57,11 @@ class QueryRun:
     file_id: str | None
     error_message: str | None
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+    # The Request-Id of the answer this state came from, so an error about it can be traced.
+    request_id: str | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_api(cls, obj: Mapping[str, Any]) -> QueryRun:
+    def from_api(cls, obj: Mapping[str, Any], *, request_id: str | None = None) -> QueryRun:
         return cls(
             id=obj["id"],
             status=str(obj.get("status") or ""),
@@ -69,7 +71,35 @@ class QueryRun:
             file_id=_result_file_id(obj),
             error_message=_error_message(obj),
             raw=obj,
+            request_id=request_id,
         )
+
+    @property
+    def result_schema(self) -> dict[str, str] | None:
+        """The result's column types, {name: type}, when the API says; None when it does not.
+
+        The v1 API returns none. The newer Sigma APIs describe the result file with a typed
+        `schema` of `[{name, type}]` (`result.file.schema` in the reporting API); it is read
+        from `result.schema` or from an expanded `result.file` object. A column whose type
+        is not a string is left out.
+        """
+        result = self.raw.get("result")
+        if not isinstance(result, Mapping):
+            return None
+        schema = result.get("schema")
+        file = result.get("file")
+        if schema is None and isinstance(file, Mapping):
+            schema = file.get("schema")
+        if not isinstance(schema, list):
+            return None
+        types = {
+            column["name"]: column["type"]
+            for column in schema
+            if isinstance(column, Mapping)
+            and isinstance(column.get("name"), str)
+            and isinstance(column.get("type"), str)
+        }
+        return types or None
 
     @property
     def is_finished(self) -> bool:

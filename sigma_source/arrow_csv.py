@@ -26,9 +26,10 @@ import csv
 import queue
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from os import PathLike
 from typing import Literal, TypeVar
 
@@ -49,6 +50,7 @@ from sigma_source.sigma_types import (
     arrow_type,
     decimal_type,
     parse_api_type,
+    parse_decimal,
     parse_sigma_type,
     sigma_type_from_dlt_column,
     stored_sigma_types,
@@ -56,6 +58,7 @@ from sigma_source.sigma_types import (
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
+    "InferredTypes",
     "ResolvedTypes",
     "Rule",
     "arrow_schema",
@@ -88,7 +91,10 @@ _RULE_TEXT: dict[str, str] = {
 _DECLARE_HINT = "declare the column's type in config(columns=…)"
 _RULE_HINT: dict[str, str] = {
     "declared": "fix the type declared in config(columns=…)",
-    "stored": f"{_DECLARE_HINT}, or reload the table with --full-refresh",
+    # A full refresh infers the column anew (or takes the declared type) and rebuilds the
+    # table with it; declaring alone cannot change the type of a table that is not replaced.
+    "stored": f"reload the table with --full-refresh ({_DECLARE_HINT} if inference would "
+    "not give the type you want)",
 }
 # pyarrow's own spellings for booleans; inference only proposes the lower-case words Trino
 # writes, but a declared boolean column also takes these.
@@ -98,10 +104,19 @@ _FALSE_VALUES = ["false", "False", "FALSE", "0"]
 
 @dataclass(frozen=True)
 class ResolvedTypes:
-    """Each column's Sigma type in file order, and which rule decided it (for errors, docs)."""
+    """Each column's Sigma type in file order, and which rule decided it (for errors, docs).
+
+    `valueless`: the inferred columns that are varchar only because the file holds no value
+    for them (a header-only result, a column NULL everywhere). `suggested`: for the columns
+    `resolve_file_types` was asked to `watch`, the type their values in this file suggest
+    (None: no value). Neither takes part in comparisons: they describe the evidence, not
+    the types the rows are parsed with.
+    """
 
     types: dict[str, str]
     rules: dict[str, Rule]
+    valueless: frozenset[str] = field(default=frozenset(), compare=False)
+    suggested: dict[str, str | None] = field(default_factory=dict, compare=False)
 
     @property
     def schema(self) -> pa.Schema:
@@ -136,14 +151,18 @@ def resolve_column_types(
     stored: Mapping[str, str] | None = None,
     infer: Callable[[list[str]], Mapping[str, str]] | None = None,
     query_name: str | None = None,
+    if_no_values: Mapping[str, str] | None = None,
 ) -> ResolvedTypes:
     """Give every column a Sigma type; per column, the first rule that knows it wins.
 
     `columns` is the result's header. `declared`, `api_schema` and `stored` map column
     names to Sigma types (`stored` usually comes from `stored_sigma_types`). `infer` is
     called once, with the columns no other rule typed, and only if there are any; without
-    it such columns are varchar. A declared type that is unknown, or declared for a column
-    the result does not have, raises ConfigError: a typo must not pass silently.
+    it such columns are varchar. When `infer` answers with `InferredTypes`, a column it
+    found no value for takes its type from `if_no_values` (rule `stored`) if that has one:
+    a full refresh passes the table's types there, so an empty result does not turn its
+    columns into varchar. A declared type that is unknown, or declared for a column the
+    result does not have, raises ConfigError: a typo must not pass silently.
     """
     where = f"query {query_name!r}" if query_name else ""
     _check_header(columns, where=where or "result file")
@@ -160,13 +179,25 @@ def resolve_column_types(
                 types[name], rules[name] = known[name], rule
                 break
     unresolved = [name for name in columns if name not in types]
+    valueless: set[str] = set()
     if unresolved:
-        inferred = dict(infer(unresolved)) if infer else {}
+        inferred = infer(unresolved) if infer else {}
+        without_values = inferred.valueless if isinstance(inferred, InferredTypes) else set()
+        fallback = {
+            name: parse_sigma_type(t, column=name) for name, t in (if_no_values or {}).items()
+        }
         for name in unresolved:
+            if name in without_values and name in fallback:
+                types[name], rules[name] = fallback[name], "stored"
+                continue
             types[name] = parse_sigma_type(inferred.get(name, VARCHAR), column=name)
             rules[name] = "inferred"
+            if name in without_values:
+                valueless.add(name)
     return ResolvedTypes(
-        {name: types[name] for name in columns}, {name: rules[name] for name in columns}
+        {name: types[name] for name in columns},
+        {name: rules[name] for name in columns},
+        valueless=frozenset(valueless),
     )
 
 
@@ -179,13 +210,20 @@ def resolve_file_types(
     stored: Mapping[str, str] | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
     on_guess: Callable[[ResolvedTypes], None] | None = None,
+    if_no_values: Mapping[str, str] | None = None,
+    watch: Collection[str] = (),
 ) -> ResolvedTypes:
     """`resolve_column_types` for a result file: reads its header, infers only what is left.
 
     `on_guess`, if given, hears the types as they stand after the first block, when the
-    pass over the rest of the file is still to come (see `infer_column_types`).
+    pass over the rest of the file is still to come (see `infer_column_types`). `watch`
+    names columns whose values the pass also reads although another rule types them; what
+    those values suggest ends up in `ResolvedTypes.suggested`.
     """
     header = read_header(path)
+    watching = set(watch)
+    watched = [name for name in header if name in watching]
+    evidence: list[InferredTypes] = []
 
     def resolve(infer: Callable[[list[str]], Mapping[str, str]]) -> ResolvedTypes:
         return resolve_column_types(
@@ -195,21 +233,35 @@ def resolve_file_types(
             stored=stored,
             infer=infer,
             query_name=query_name,
+            if_no_values=if_no_values,
         )
 
     def guessed(inferred: Mapping[str, str]) -> None:
         if on_guess is not None:
             on_guess(resolve(lambda _columns: inferred))
 
-    return resolve(
-        lambda columns: infer_column_types(
+    def infer(columns: list[str]) -> InferredTypes:
+        wanted = [*columns, *(name for name in watched if name not in columns)]
+        inferred = infer_column_types(
             path,
-            columns=columns,
+            columns=wanted,
             block_size=block_size,
             query_name=query_name,
             on_first_block=guessed,
         )
-    )
+        evidence.append(inferred)
+        return inferred
+
+    resolved = resolve(infer)
+    if not watched:
+        return resolved
+    if not evidence:  # every column was typed by another rule: read the watched ones alone
+        evidence.append(
+            infer_column_types(path, columns=watched, block_size=block_size, query_name=query_name)
+        )
+    seen = evidence[0]
+    suggested = {name: None if name in seen.valueless else seen[name] for name in watched}
+    return replace(resolved, suggested=suggested)
 
 
 def _declared_types(
@@ -469,14 +521,23 @@ def _fits_float64(plain: pa.StringArray, int_digits: int, scale: int) -> bool:
     return pc.all(pc.equal(exact, round_tripped)).as_py()
 
 
+class InferredTypes(dict[str, str]):
+    """The types `infer_column_types` found, by column; `valueless` names the columns the
+    file held no value for (varchar for lack of evidence, not because of their values)."""
+
+    def __init__(self, types: Mapping[str, str], valueless: Collection[str] = ()) -> None:
+        super().__init__(types)
+        self.valueless = frozenset(valueless)
+
+
 def infer_column_types(
     path: FilePath,
     *,
     columns: Sequence[str] | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
     query_name: str | None = None,
-    on_first_block: Callable[[dict[str, str]], None] | None = None,
-) -> dict[str, str]:
+    on_first_block: Callable[[InferredTypes], None] | None = None,
+) -> InferredTypes:
     """Rule 4: the narrowest Sigma type every value of each column fits, from the whole file.
 
     The first of these that every non-empty value fits wins:
@@ -496,7 +557,8 @@ def infer_column_types(
     bounded whatever the file size. Most columns are decided by the first block; when some
     are not, `on_first_block` is called with the types as they stand then (the narrowest
     fitting so far), before the rest of the file is read: a caller can start parsing with
-    them, and keep the result if the whole pass ends with the same types.
+    them, and keep the result if the whole pass ends with the same types. The answer is a
+    dict (`InferredTypes`) that also names the columns no value was found for.
     """
     header = read_header(path)
     _check_header(header, where=str(path))
@@ -510,11 +572,18 @@ def infer_column_types(
     undecided = [name for name in wanted if not evidence[name].settled]
     if undecided:
         if on_first_block is not None:
-            on_first_block({name: evidence[name].sigma_type() for name in wanted})
+            on_first_block(_inferred(evidence, wanted))
         # Re-reading the first block is cheaper than converting settled text columns to
         # the end of the file; observing a batch twice changes nothing.
         _observe(context, evidence, undecided, first_block_only=False)
-    return {name: evidence[name].sigma_type() for name in wanted}
+    return _inferred(evidence, wanted)
+
+
+def _inferred(evidence: Mapping[str, _ColumnEvidence], columns: list[str]) -> InferredTypes:
+    return InferredTypes(
+        {name: evidence[name].sigma_type() for name in columns},
+        valueless=[name for name in columns if not evidence[name].has_values],
+    )
 
 
 def _observe(
@@ -596,7 +665,8 @@ def read_batches(
     `batch_rows` rows (None: one batch per parsed block, about `block_size` bytes of CSV,
     without copying); smaller blocks are joined up to `batch_rows`. A header-only file
     yields exactly one empty batch, so a consumer that only forwards batches still creates
-    the typed table. A value that does not fit its column's type raises CSVTypeError
+    the typed table. A value that does not fit its column's type (a decimal with more
+    digits before the point than its precision allows included) raises CSVTypeError
     naming the query, column, row (1 = first row after the header) and value; pass the
     `ResolvedTypes` from resolution so the message says where the type came from.
     """
@@ -610,7 +680,8 @@ def read_batches(
     context = _ReadContext(path, header, query_name, ordered, block_size)
     target = ordered.schema
     reader = context.open({name: _parse_type(t) for name, t in ordered.types.items()})
-    typed = (_to_target(batch, target) for batch in context.batches(reader))
+    parsed = _within_decimal_precision(context, context.batches(reader))
+    typed = (_to_target(batch, target) for batch in parsed)
     yielded = False
     for batch in typed if batch_rows is None else _rechunk(typed, batch_rows):
         if batch.num_rows:
@@ -633,6 +704,47 @@ def _to_target(batch: pa.RecordBatch, target: pa.Schema) -> pa.RecordBatch:
         return batch
     # Naive → UTC keeps the stored microseconds: Sigma's wall clock is UTC.
     return batch.cast(target)
+
+
+def _within_decimal_precision(
+    context: _ReadContext, batches: Iterator[pa.RecordBatch]
+) -> Iterator[pa.RecordBatch]:
+    """`batches`, each decimal column checked against its precision.
+
+    pyarrow's reader rescales a value to the column's scale but does not check the precision:
+    it takes `123456789.5` as a decimal(10,2), and the destination then stores a number
+    the column cannot hold. Costs one min/max per decimal column and batch.
+    """
+    limits: dict[int, tuple[str, int, Decimal]] = {}
+    for index, (name, sigma_type) in enumerate(context.resolved.types.items()):
+        precision_scale = parse_decimal(sigma_type)
+        if precision_scale is not None:
+            precision, scale = precision_scale
+            # Built from text: Decimal arithmetic would round to 28 digits.
+            largest = Decimal(f"{'9' * (precision - scale) or '0'}.{'9' * scale or '0'}")
+            limits[index] = (name, precision - scale, largest)
+    if not limits:
+        yield from batches
+        return
+    rows_before = 0
+    for batch in batches:
+        for index, (name, digits, largest) in limits.items():
+            column = batch.column(index)
+            extremes = pc.min_max(column)
+            low, high = extremes["min"].as_py(), extremes["max"].as_py()
+            if (high is None or high <= largest) and (low is None or low >= -largest):
+                continue
+            too_large = pc.greater(pc.abs(column), pa.scalar(largest, column.type))
+            row = rows_before + pc.index(too_large, True).as_py() + 1
+            raise context.type_violation(
+                name,
+                row,
+                context.value_at(name, row),
+                why=f"more than {digits} digit{'s' if digits != 1 else ''} before the "
+                "decimal point",
+            )
+        rows_before += batch.num_rows
+        yield batch
 
 
 def _rechunk(batches: Iterator[pa.RecordBatch], batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -717,25 +829,39 @@ class _ReadContext:
             return CSVFormatError(f"{where}{self.path} is not valid Sigma CSV: {message}")
         name = self.header[int(column_match.group(1))]
         sigma_type = self.resolved.types.get(name, VARCHAR)
-        rule = self.resolved.rules.get(name)
-        origin = f", {_RULE_TEXT[rule]}" if rule else ""
-        hint = _RULE_HINT.get(rule or "", _DECLARE_HINT)
         found = self._find_bad_value(name, sigma_type)
         if found is None:
             return CSVTypeError(
-                f"{where}column {name!r} ({sigma_type}{origin}): {column_match.group(2)}; {hint}"
+                f"{where}column {name!r} ({self._type_origin(name)}): "
+                f"{column_match.group(2)}; {self._hint(name)}"
             )
         row, value = found
+        return self.type_violation(name, row, value)
+
+    def type_violation(self, column: str, row: int, value: str, why: str = "") -> CSVTypeError:
+        """The one-line error for `value`, in `row` of `column`, breaking the column's type."""
+        where = f"query {self.query_name!r}: " if self.query_name else ""
+        sigma_type = self.resolved.types.get(column, VARCHAR)
+        because = f": {why}" if why else ""
         return CSVTypeError(
-            f"{where}column {name!r} ({sigma_type}{origin}), row {row}: "
-            f"value {_shorten(value)} is not a valid {sigma_type}; {hint}"
+            f"{where}column {column!r} ({self._type_origin(column)}), row {row}: "
+            f"value {_shorten(value)} is not a valid {sigma_type}{because}; {self._hint(column)}"
         )
+
+    def _type_origin(self, column: str) -> str:
+        rule = self.resolved.rules.get(column)
+        origin = f", {_RULE_TEXT[rule]}" if rule else ""
+        return f"{self.resolved.types.get(column, VARCHAR)}{origin}"
+
+    def _hint(self, column: str) -> str:
+        return _RULE_HINT.get(self.resolved.rules.get(column) or "", _DECLARE_HINT)
 
     def _find_bad_value(self, column: str, sigma_type: str) -> tuple[int, str] | None:
         """(row, value) of the first value of `column` that does not parse as `sigma_type`.
 
         pyarrow's error names the column but not the row, so the column is read again as
-        text; this runs only when a load is already failing.
+        text, and each block's values are parsed again by the reader itself (with the same
+        options) to find the one it refuses; this runs only when a load is already failing.
         """
         target = _parse_type(sigma_type)
         rows_before = 0
@@ -749,6 +875,16 @@ class _ReadContext:
         except pa.ArrowInvalid:
             return None
         return None
+
+    def value_at(self, column: str, row: int) -> str:
+        """The text of `column` in `row` (1 = the first row after the header), as written."""
+        rows_before = 0
+        for batch in _open_csv(self.path, {column: pa.string()}, self._options):
+            if row <= rows_before + batch.num_rows:
+                value = batch.column(0)[row - rows_before - 1].as_py()
+                return "" if value is None else value
+            rows_before += batch.num_rows
+        raise IndexError(f"{self.path} has no row {row}")
 
     @property
     def _options(self) -> _ReadOptions:
@@ -767,21 +903,30 @@ def _open_csv(
     return pa_csv.open_csv(
         path,
         read_options=pa_csv.ReadOptions(block_size=options.block_size),
-        parse_options=pa_csv.ParseOptions(
-            # Sigma quotes values holding newlines; without this a block boundary inside
-            # one desynchronizes the parser.
-            newlines_in_values=True,
-            # In a one-column result an empty line is a row holding NULL, not filler.
-            ignore_empty_lines=not options.single_column,
-        ),
-        convert_options=pa_csv.ConvertOptions(
-            column_types=dict(column_types),
-            include_columns=list(column_types),
-            null_values=[""],
-            strings_can_be_null=True,
-            true_values=_TRUE_VALUES,
-            false_values=_FALSE_VALUES,
-        ),
+        parse_options=_parse_options(single_column=options.single_column),
+        convert_options=_convert_options(column_types),
+    )
+
+
+def _parse_options(*, single_column: bool) -> pa_csv.ParseOptions:
+    return pa_csv.ParseOptions(
+        # Sigma quotes values holding newlines; without this a block boundary inside one
+        # desynchronizes the parser.
+        newlines_in_values=True,
+        # In a one-column result an empty line is a row holding NULL, not filler.
+        ignore_empty_lines=not single_column,
+    )
+
+
+def _convert_options(column_types: Mapping[str, pa.DataType]) -> pa_csv.ConvertOptions:
+    """How values become typed: the one definition for reading, and for finding a bad value."""
+    return pa_csv.ConvertOptions(
+        column_types=dict(column_types),
+        include_columns=list(column_types),
+        null_values=[""],
+        strings_can_be_null=True,
+        true_values=_TRUE_VALUES,
+        false_values=_FALSE_VALUES,
     )
 
 
@@ -800,21 +945,43 @@ def _skip_rows(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Reco
 
 
 def _first_unparsable(values: pa.StringArray, target: pa.DataType) -> int | None:
-    if pa.types.is_boolean(target):
-        words = pa.array(_TRUE_VALUES + _FALSE_VALUES)
-        parsable = pc.or_kleene(pc.is_in(values, words), pc.is_null(values))
-        bad = pc.index(parsable, False).as_py()
-        return None if bad < 0 else bad
-    if _casts(values, target):
+    """Index of the first of `values` the CSV reader would refuse as `target`, or None.
+
+    The values are written back as one CSV column and parsed with the reader's own options:
+    Arrow's compute casts accept other spellings than the CSV converter does (" 5" is an
+    int64 to the reader, not to a cast), so only the reader itself can say which value it
+    refused. Runs only when a read has already failed; a binary search over prefixes.
+    """
+    if _reader_accepts(values, target):
         return None
-    low, high = 0, len(values)  # invariant: values[:low] casts, values[:high] does not
+    low, high = 0, len(values)  # invariant: values[:low] parse, values[:high] do not
     while high - low > 1:
         middle = (low + high) // 2
-        if _casts(values.slice(0, middle), target):
+        if _reader_accepts(values.slice(0, middle), target):
             low = middle
         else:
             high = middle
     return high - 1
+
+
+def _reader_accepts(values: pa.StringArray, target: pa.DataType) -> bool:
+    # Every value quoted (and NULL left empty), so no value is mistaken for a line ending
+    # or a delimiter; the converter sees what it would in the result file.
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(
+        pa.table({"v": values}),
+        sink,
+        write_options=pa_csv.WriteOptions(quoting_style="all_valid"),
+    )
+    try:
+        pa_csv.read_csv(
+            pa.BufferReader(sink.getvalue()),
+            parse_options=_parse_options(single_column=True),
+            convert_options=_convert_options({"v": target}),
+        )
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def _shorten(value: str, limit: int = 60) -> str:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 if TYPE_CHECKING:
+    from sigma_source.freshness import SigmaSnapshot
     from sigma_source.history import PipelineView
     from sigma_source.loader import RunOptions
     from sigma_source.project import Query
@@ -163,10 +164,11 @@ def run(
 ) -> None:
     """Run the selected queries on Sigma and load their results.
 
-    Shows each query's progress (rendering, running, downloading, loading) and writes
-    TARGET_DIR/run_results.json with per-query status, query run ids, windows, rows, bytes
-    and timings. Exit 0 when every query loaded, 1 when any failed (one FAILED line each on
-    stderr), 2 on a usage or configuration error.
+    Shows each query's progress (rendering, running, downloading, staged and waiting for the
+    other queries, loading in dlt's load step) and writes TARGET_DIR/run_results.json with
+    per-query status, query run ids, windows, rows, bytes and timings. Exit 0 when every
+    query loaded, 1 when any failed (one FAILED line each on stderr), 2 on a usage or
+    configuration error.
 
     Examples:
 
@@ -249,7 +251,8 @@ def ls_command(
 
     For each query: its table, write disposition, primary key, cursor, tags, the highest
     cursor value loaded and the time of its last successful load. Reads the pipeline's
-    state and the _sigma_query_runs table; changes nothing and never calls Stripe.
+    state and the _sigma_query_runs table; changes nothing and never calls Stripe. While a
+    load holds the DuckDB file, reads the pipeline's local state instead (with a note).
 
     Examples:
 
@@ -270,6 +273,7 @@ def ls_command(
                 view.usual_run_seconds(),
             )
     _output(records, output_format, print_queries)
+    _note(view.note)
 
 
 @app.command("compile")
@@ -287,9 +291,10 @@ def compile_command(
 ) -> None:
     """Print the SQL the next run would send to Sigma, without calling Stripe.
 
-    Windows are planned from the same cursor state `run` would start from, so the SQL is
-    what `run` sends then, except that cursor_end (now) will have moved on. Each run's SQL
-    follows a `-- query: window` comment line; --format json gives one object per run.
+    Windows are planned from the same cursor state `run` would start from (a load left
+    pending by a killed run included), so the SQL is what `run` sends then, except that
+    cursor_end (now) will have moved on. Each run's SQL follows a `-- query: window` comment
+    line; --format json gives one object per run.
 
     Examples:
 
@@ -311,6 +316,7 @@ def compile_command(
         _print_json(compiled_records(compiled))
     else:
         typer.echo(compiled_text(compiled))
+    _note(view.note)
 
 
 # --- runs and freshness ----------------------------------------------------------------------
@@ -363,6 +369,13 @@ def freshness_command(
     pipeline_name: PipelineNameOption = "sigma_load",
     pipelines_dir: PipelinesDirOption = None,
     output_format: FormatOption = OutputFormat.table,
+    data_load_time: Annotated[
+        bool,
+        typer.Option(
+            "--data-load-time/--no-data-load-time",
+            help="Ask Stripe (one request, when an api_key is set) for Sigma's data_load_time.",
+        ),
+    ] = True,
 ) -> None:
     """Check how fresh each table is against its warn_after / error_after thresholds.
 
@@ -371,6 +384,11 @@ def freshness_command(
     config(freshness={'warn_after': '6h', 'error_after': '1d'}). Exit 1 when a table is past
     error_after, or has thresholds but nothing loaded, with one STALE line each on stderr, so
     a scheduler can alert; warnings alone exit 0.
+
+    When an api_key is set, also shows Sigma's data_load_time: how fresh Sigma's own data
+    is, from the newest run of a query scheduled in the Dashboard (Sigma states it nowhere
+    else). While a load holds the DuckDB file, reads the pipeline's local state instead
+    (with a note on stderr): a busy file is never reported as stale.
 
     Examples:
 
@@ -384,13 +402,43 @@ def freshness_command(
     with _handled_errors():
         queries = _selected_queries(project_dir, select, exclude)
         with _view(destination, dataset, pipeline_name, pipelines_dir) as view:
-            results = check_project(queries, view.last_cursors(), view.last_loads())
-    records = freshness_records(results)
-    _output(records, output_format, print_freshness)
+            cursors, loads = view.last_cursors(), view.last_loads()
+    snapshot, unknown = _sigma_snapshot() if data_load_time else (None, None)
+    moment = snapshot.data_load_time if snapshot else None
+    records = freshness_records(check_project(queries, cursors, loads, data_load_time=moment))
+    _output(records, output_format, lambda shown: print_freshness(shown, snapshot))
+    _note(view.note)
+    _note(unknown)
     stale = [record for record in records if record["status"] == "error"]
     for record in stale:
         typer.echo(f"STALE {record['query']}: {stale_reason(record)}", err=True)
     raise typer.Exit(EXIT_FAILED if stale else EXIT_OK)
+
+
+def _sigma_snapshot() -> tuple[SigmaSnapshot | None, str | None]:
+    """Sigma's data_load_time, and why it is unknown if asking failed.
+
+    Not asked without an api_key (a warehouse host may check freshness without one); a
+    failure to ask is a note, never a failed check.
+    """
+    import dlt
+
+    from sigma_source.errors import SigmaLoadError
+    from sigma_source.freshness import sigma_data_load_time
+
+    if not dlt.secrets.get("sources.sigma.api_key"):
+        return None, None
+    try:
+        with _client(max_attempts=2) as client:
+            return sigma_data_load_time(client), None
+    except SigmaLoadError as error:
+        return None, f"Sigma's data_load_time is unknown: {_first_line(error)}"
+
+
+def _note(note: str | None) -> None:
+    """A remark about where the facts shown came from, on stderr: never part of the data."""
+    if note:
+        typer.echo(f"note: {note}", err=True)
 
 
 # --- saved queries ---------------------------------------------------------------------------
@@ -536,8 +584,11 @@ def saved_queries_delete(
             targets += [(name, lock.entries[name].id) for name in names]
     if not targets:
         _usage_error("nothing to delete: no saved query is recorded for the selected queries")
+    from sigma_source.report import counted
+
     listing = ", ".join(name if name == sid else f"{name} ({sid})" for name, sid in targets)
-    if not yes and not _confirmed(f"Delete {len(targets)} saved queries from Stripe: {listing}?"):
+    question = f"Delete {counted(len(targets), 'saved query', 'saved queries')} from Stripe"
+    if not yes and not _confirmed(f"{question}: {listing}?"):
         typer.echo("error: not confirmed; nothing deleted", err=True)
         raise typer.Exit(EXIT_FAILED)
     with _handled_errors(), _client() as client:
@@ -595,10 +646,10 @@ def _confirmed(question: str) -> bool:
 
 
 @contextmanager
-def _client() -> Iterator[Any]:
+def _client(**overrides: Any) -> Iterator[Any]:
     from sigma_source import configured
 
-    client = configured.sigma_client()
+    client = configured.sigma_client(**overrides)
     try:
         yield client
     finally:

@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,8 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
 )
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import ReadTimeoutError
 
 from sigma_source import __version__
 from sigma_source.api_objects import (
@@ -399,6 +401,15 @@ class _RedirectGuardedSession(requests.Session):
         return target
 
 
+@dataclass(frozen=True)
+class JSONAnswer:
+    """A decoded JSON object Stripe answered, with what traces it: status and Request-Id."""
+
+    body: dict[str, Any]
+    http_status: int
+    request_id: str | None
+
+
 class StripeTransport:
     """Stripe's HTTP conventions over `requests`: auth, headers, idempotency, retries, errors.
 
@@ -437,7 +448,22 @@ class StripeTransport:
         form: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """Send a request (retried per Stripe's rule) and return the decoded JSON object.
+        """Send a request (retried per Stripe's rule) and return the decoded JSON object."""
+        return self.request_answer(
+            method, base, path, params=params, form=form, idempotency_key=idempotency_key
+        ).body
+
+    def request_answer(
+        self,
+        method: str,
+        base: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        form: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> JSONAnswer:
+        """Send a request (retried per Stripe's rule); return the JSON object and Request-Id.
 
         Raises the `SigmaAPIError` subclass that fits the answer; a body that is not a JSON
         object raises `APIServerError` naming the endpoint and the Request-Id.
@@ -464,7 +490,7 @@ class StripeTransport:
                 http_status=response.status_code,
                 request_id=response.headers.get("Request-Id"),
             )
-        return body
+        return JSONAnswer(body, response.status_code, response.headers.get("Request-Id"))
 
     def send(
         self,
@@ -577,7 +603,7 @@ class StripeTransport:
             message = f"{message} (gave up after {_attempts(attempts)})"
         cls = error_class(response.status_code, error_type)
         return cls(
-            " ".join(message.split()),
+            message,
             endpoint=endpoint,
             http_status=response.status_code,
             error_type=error_type,
@@ -646,6 +672,10 @@ class WaitResult:
 class _IncompleteDownload(Exception):
     """One download attempt ended short; the whole transfer is tried again."""
 
+    def __init__(self, message: str, *, request_id: str | None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
 
 class SigmaClient:
     """The Stripe Sigma v1 API: query runs, saved queries, scheduled query runs and files.
@@ -690,19 +720,12 @@ class SigmaClient:
         if sql is not None and not sql.strip():
             raise ValueError("create_query_run: sql is empty")
         form = {"sql": sql} if sql is not None else {"from_saved_query": saved_query}
-        body = self._http.request_json(
-            "POST",
-            self.config.api_base,
-            "/v1/sigma/query_runs",
-            form=form,
-            idempotency_key=idempotency_key,
+        return self._call(
+            QueryRun, "POST", "/v1/sigma/query_runs", form=form, idempotency_key=idempotency_key
         )
-        return _parsed(QueryRun, body, "POST /v1/sigma/query_runs")
 
     def retrieve_query_run(self, run_id: str) -> QueryRun:
-        path = f"/v1/sigma/query_runs/{_path_id(run_id)}"
-        body = self._http.request_json("GET", self.config.api_base, path)
-        return _parsed(QueryRun, body, f"GET {path}")
+        return self._call(QueryRun, "GET", _run_path(run_id))
 
     def wait(
         self,
@@ -723,6 +746,7 @@ class SigmaClient:
         the config's).
         """
         timeout = self.config.poll_timeout if poll_timeout is None else poll_timeout
+        endpoint = f"GET {_run_path(run_id)}"
         started = time.monotonic()
         deadline = started + timeout
         schedule = PollSchedule.from_config(self.config, expected_seconds=expected_seconds)
@@ -741,10 +765,12 @@ class SigmaClient:
                     "the run may still finish: retrieve it later by id",
                     run_id=run_id,
                     status=run.status,
+                    endpoint=endpoint,
+                    request_id=run.request_id,
                 )
             wait = schedule.next_wait(time.monotonic() - started)
             time.sleep(min(wait, remaining))
-        check_run_succeeded(run)
+        check_run_succeeded(run, endpoint=endpoint)
         return WaitResult(run=run, polls=polls, seconds=time.monotonic() - started)
 
     # ---- saved queries
@@ -753,16 +779,16 @@ class SigmaClient:
         self, sql: str, *, name: str | None = None, idempotency_key: str | None = None
     ) -> SavedQuery:
         form = {"sql": sql} if name is None else {"sql": sql, "name": name}
-        path = "/v1/sigma/saved_queries"
-        body = self._http.request_json(
-            "POST", self.config.api_base, path, form=form, idempotency_key=idempotency_key
+        return self._call(
+            SavedQuery,
+            "POST",
+            "/v1/sigma/saved_queries",
+            form=form,
+            idempotency_key=idempotency_key,
         )
-        return _parsed(SavedQuery, body, f"POST {path}")
 
     def retrieve_saved_query(self, saved_query_id: str) -> SavedQuery:
-        path = f"/v1/sigma/saved_queries/{_path_id(saved_query_id)}"
-        body = self._http.request_json("GET", self.config.api_base, path)
-        return _parsed(SavedQuery, body, f"GET {path}")
+        return self._call(SavedQuery, "GET", f"/v1/sigma/saved_queries/{_path_id(saved_query_id)}")
 
     def update_saved_query(
         self, saved_query_id: str, *, sql: str | None = None, name: str | None = None
@@ -771,8 +797,7 @@ class SigmaClient:
         if not form:
             raise ValueError("update_saved_query needs sql or name (or both)")
         path = f"/v1/sigma/saved_queries/{_path_id(saved_query_id)}"
-        body = self._http.request_json("POST", self.config.api_base, path, form=form)
-        return _parsed(SavedQuery, body, f"POST {path}")
+        return self._call(SavedQuery, "POST", path, form=form)
 
     def delete_saved_query(self, saved_query_id: str) -> None:
         path = f"/v1/sigma/saved_queries/{_path_id(saved_query_id)}"
@@ -787,26 +812,23 @@ class SigmaClient:
         path = "/v1/sigma/scheduled_query_runs"
         params: dict[str, Any] = {"limit": limit}
         while True:
-            page = self._http.request_json("GET", self.config.api_base, path, params=params)
-            items = page.get("data") or []
+            page = self._http.request_answer("GET", self.config.api_base, path, params=params)
+            items = page.body.get("data") or []
             for item in items:
-                yield _parsed(ScheduledQueryRun, item, f"GET {path}")
-            if not page.get("has_more") or not items:
+                yield _parsed(ScheduledQueryRun, replace(page, body=item), f"GET {path}")
+            if not page.body.get("has_more") or not items:
                 return
             params = {"limit": limit, "starting_after": items[-1]["id"]}
 
     def retrieve_scheduled_query_run(self, scheduled_run_id: str) -> ScheduledQueryRun:
         path = f"/v1/sigma/scheduled_query_runs/{_path_id(scheduled_run_id)}"
-        body = self._http.request_json("GET", self.config.api_base, path)
-        return _parsed(ScheduledQueryRun, body, f"GET {path}")
+        return self._call(ScheduledQueryRun, "GET", path)
 
     # ---- files
 
     def retrieve_file(self, file_id: str) -> FileObject:
         """The File object (size, expiry): metadata lives on the API host."""
-        path = f"/v1/files/{_path_id(file_id)}"
-        body = self._http.request_json("GET", self.config.api_base, path)
-        return _parsed(FileObject, body, f"GET {path}")
+        return self._call(FileObject, "GET", f"/v1/files/{_path_id(file_id)}")
 
     def download_file(
         self,
@@ -815,17 +837,21 @@ class SigmaClient:
         *,
         expected_size: int | None = None,
         on_progress: Callable[[int], None] | None = None,
+        query_run_id: str | None = None,
     ) -> int:
         """Stream a file's contents from the files host into `dest`; return its byte count.
 
-        Streams in 1 MiB chunks, never holding the file in memory. The byte count must match
-        the Content-Length and `expected_size` (the File object's `size`); a transfer that
-        ends short or breaks off starts again from scratch, up to `download_attempts` times,
-        then raises `DownloadError`. An expired or unknown file raises `InvalidRequestError`
-        at once. On failure `dest` is removed, so no partial file is left to be read.
-        `on_progress` gets the bytes received so far (back to 0 when a transfer restarts).
+        Streams in chunks of at most 1 MiB, never holding the file in memory. The byte count
+        must match the Content-Length and `expected_size` (the File object's `size`); a
+        transfer that ends short, breaks off or stalls for `request_timeout` starts again from
+        scratch, up to `download_attempts` times, then raises `DownloadError`, which says how
+        many bytes did arrive. An expired or unknown file raises `InvalidRequestError` at once.
+        On failure `dest` is removed, so no partial file is left to be read. `on_progress` gets
+        the bytes received so far (back to 0 when a transfer restarts). `query_run_id`, the run
+        whose result the file is, is named in any error.
         """
         dest = Path(dest)
+        endpoint = f"GET {_contents_path(file_id)}"
         attempts = Retrying(
             retry=retry_if_exception_type(_IncompleteDownload),
             wait=self._http.backoff_wait,
@@ -844,7 +870,17 @@ class SigmaClient:
         except _IncompleteDownload as e:
             dest.unlink(missing_ok=True)
             tries = attempts.statistics.get("attempt_number", self.config.download_attempts)
-            raise DownloadError(f"file {file_id}: {e} after {_attempts(tries)}") from e
+            raise DownloadError(
+                f"{e} after {_attempts(tries)}",
+                endpoint=endpoint,
+                run_id=query_run_id,
+                request_id=e.request_id,
+            ) from e
+        except SigmaAPIError as e:
+            dest.unlink(missing_ok=True)
+            if query_run_id is None or query_run_id in e.message:
+                raise
+            raise _naming_run(e, query_run_id) from e
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
@@ -856,7 +892,7 @@ class SigmaClient:
         expected_size: int | None,
         on_progress: Callable[[int], None] | None,
     ) -> int:
-        path = f"/v1/files/{_path_id(file_id)}/contents"
+        path = _contents_path(file_id)
         try:
             response = self._http.send("GET", self.config.files_base, path, stream=True)
         except InvalidRequestError as e:
@@ -874,23 +910,40 @@ class SigmaClient:
         with response, dest.open("wb") as out:
             received = 0
             try:
-                for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK_BYTES):
+                for chunk in _body_as_it_arrives(response):
                     out.write(chunk)
                     received += len(chunk)
                     if on_progress is not None:
                         on_progress(received)
-            except requests.RequestException as e:
-                expected = _expected_bytes(response, expected_size)
+            except (requests.RequestException, Urllib3Error) as e:
                 raise _IncompleteDownload(
-                    f"received {received} of {expected} bytes "
-                    f"(connection broke off: {type(e).__name__})"
+                    f"received {_arrived(response, received)} of "
+                    f"{_expected_bytes(response, expected_size)} bytes "
+                    f"({self._why_it_broke_off(e)})",
+                    request_id=response.headers.get("Request-Id"),
                 ) from e
             _check_complete(response, received, expected_size)
         return received
 
+    def _why_it_broke_off(self, error: Exception) -> str:
+        cause = error.args[0] if error.args else None
+        if isinstance(error, (requests.Timeout, ReadTimeoutError)) or isinstance(
+            cause, ReadTimeoutError
+        ):
+            return f"no data for {self.config.request_timeout:g} s: request_timeout"
+        return f"connection broke off: {type(error).__name__}"
 
-def check_run_succeeded(run: QueryRun) -> None:
-    """Raise `QueryRunError` unless a finished run succeeded with a result file."""
+    def _call(self, cls: Any, method: str, path: str, **kwargs: Any) -> Any:
+        """One request to the API host, its answer parsed as a `cls`."""
+        answer = self._http.request_answer(method, self.config.api_base, path, **kwargs)
+        return _parsed(cls, answer, f"{method} {path}")
+
+
+def check_run_succeeded(run: QueryRun, *, endpoint: str | None = None) -> None:
+    """Raise `QueryRunError` unless a finished run succeeded with a result file.
+
+    The error names `endpoint` (where `run` was polled) and the Request-Id of that answer.
+    """
     if run.is_success:
         return
     stripe_says = run.error_message or "Stripe gave no error message"
@@ -903,7 +956,33 @@ def check_run_succeeded(run: QueryRun) -> None:
     else:
         known = ", ".join(sorted(RUN_IN_PROGRESS | RUN_SUCCEEDED | RUN_FAILED))
         message = f"unknown status {run.status!r} (known: {known}): {stripe_says}"
-    raise QueryRunError(message, run_id=run.id, status=run.status)
+    raise QueryRunError(
+        message, run_id=run.id, status=run.status, endpoint=endpoint, request_id=run.request_id
+    )
+
+
+def _body_as_it_arrives(response: requests.Response) -> Iterator[bytes]:
+    """A streamed body in chunks of what the socket delivered (at most 1 MiB each).
+
+    Not `iter_content`: it waits to fill a whole 1 MiB chunk and, when the connection breaks
+    off or stalls first, drops the part it had, so a short transfer would count as 0 bytes.
+    """
+    read1 = getattr(response.raw, "read1", None)
+    if read1 is None:  # an older urllib3: whole chunks only
+        yield from response.iter_content(chunk_size=DOWNLOAD_CHUNK_BYTES)
+        return
+    while chunk := read1(DOWNLOAD_CHUNK_BYTES, decode_content=True):
+        yield chunk
+
+
+def _arrived(response: requests.Response, received: int) -> int:
+    """The bytes of a broken-off transfer that did arrive, as Content-Length counts them
+    (on the wire: compressed, if the server compressed)."""
+    wire = response.raw.tell() if response.raw is not None else received
+    if response.headers.get("Content-Length") is not None:
+        return wire
+    encoded = response.headers.get("Content-Encoding", "identity").lower() != "identity"
+    return received if encoded else max(received, wire)
 
 
 def _expected_bytes(response: requests.Response, expected_size: int | None) -> str:
@@ -918,12 +997,36 @@ def _check_complete(response: requests.Response, received: int, expected_size: i
     # `expected_size` counts the file as stored. Compare each with its own count.
     length = response.headers.get("Content-Length")
     on_wire = response.raw.tell() if response.raw is not None else received
+    request_id = response.headers.get("Request-Id")
     if length is not None and length.isdigit() and on_wire != int(length):
-        raise _IncompleteDownload(f"received {on_wire} of {length} bytes (Content-Length)")
+        raise _IncompleteDownload(
+            f"received {on_wire} of {length} bytes (Content-Length)", request_id=request_id
+        )
     if expected_size is not None and received != expected_size:
         raise _IncompleteDownload(
-            f"received {received} bytes, but the file's size is {expected_size} bytes"
+            f"received {received} bytes, but the file's size is {expected_size} bytes",
+            request_id=request_id,
         )
+
+
+def _run_path(run_id: str) -> str:
+    return f"/v1/sigma/query_runs/{_path_id(run_id)}"
+
+
+def _contents_path(file_id: str) -> str:
+    return f"/v1/files/{_path_id(file_id)}/contents"
+
+
+def _naming_run(error: SigmaAPIError, run_id: str) -> SigmaAPIError:
+    """The same error, its message saying which query run's result it concerns."""
+    return type(error)(
+        f"result of query run {run_id}: {error.message}",
+        endpoint=error.endpoint,
+        http_status=error.http_status,
+        error_type=error.error_type,
+        code=error.code,
+        request_id=error.request_id,
+    )
 
 
 def _path_id(object_id: str) -> str:
@@ -932,12 +1035,17 @@ def _path_id(object_id: str) -> str:
     return quote(object_id, safe="")
 
 
-def _parsed(cls: Any, body: Mapping[str, Any], endpoint: str) -> Any:
-    """`cls.from_api(body)`, turning a body of the wrong shape into `APIServerError`."""
+def _parsed(cls: Any, answer: JSONAnswer, endpoint: str) -> Any:
+    """`cls.from_api(answer.body)`, turning a body of the wrong shape into `APIServerError`
+    that names the endpoint and the answer's Request-Id."""
     try:
-        return cls.from_api(body)
+        if cls is QueryRun:
+            return QueryRun.from_api(answer.body, request_id=answer.request_id)
+        return cls.from_api(answer.body)
     except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise APIServerError(
             f"answered with an unexpected {cls.__name__} object ({type(e).__name__}: {e})",
             endpoint=endpoint,
+            http_status=answer.http_status,
+            request_id=answer.request_id,
         ) from e

@@ -13,6 +13,18 @@ class SigmaLoadError(Exception):
     """Root of every error sigma-load raises on purpose."""
 
 
+def one_line(text: object) -> str:
+    """`text` whole, on one line: each run of whitespace (newlines too) becomes one space.
+
+    Stripe's messages (a failed run's SQL error, say) can span lines; an error prints as one.
+    """
+    return " ".join(str(text).split())
+
+
+def _request_suffix(request_id: str | None) -> str:
+    return f" [Request-Id {request_id}]" if request_id else ""
+
+
 class ConfigError(SigmaLoadError):
     """A setting, a query file or a command-line option is wrong."""
 
@@ -34,7 +46,7 @@ class SigmaAPIError(SigmaLoadError):
         code: str | None = None,
         request_id: str | None = None,
     ) -> None:
-        self.message = message
+        self.message = one_line(message)
         self.endpoint = endpoint
         self.http_status = http_status
         self.error_type = error_type
@@ -47,10 +59,9 @@ class SigmaAPIError(SigmaLoadError):
         status = f"HTTP {self.http_status} " if self.http_status else ""
         kind = f"{self.error_type}" if self.error_type else ""
         code = f" ({self.code})" if self.code else ""
-        request = f" [Request-Id {self.request_id}]" if self.request_id else ""
         head = f"{status}{kind}{code}".strip()
         head = f"{head}: " if head else ""
-        return f"{where}{head}{self.message}{request}"
+        return f"{where}{head}{self.message}{_request_suffix(self.request_id)}"
 
 
 class AuthenticationError(SigmaAPIError):
@@ -82,18 +93,32 @@ class NetworkError(SigmaAPIError):
 
 
 class QueryRunError(SigmaLoadError):
-    """A query run ended without a usable result: failed, canceled, timed out, or no file."""
+    """A query run ended without a usable result: failed, canceled, timed out, or no file.
 
-    def __init__(self, message: str, *, run_id: str | None = None, status: str | None = None):
-        self.message = message
+    `endpoint` and `request_id` are those of the last answer about the run (its last poll).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        run_id: str | None = None,
+        status: str | None = None,
+        endpoint: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.message = one_line(message)
         self.run_id = run_id
         self.status = status
+        self.endpoint = endpoint
+        self.request_id = request_id
         super().__init__(str(self))
 
     def __str__(self) -> str:
         run = f"query run {self.run_id} " if self.run_id else "query run "
         status = f"{self.status}: " if self.status else ""
-        return f"{run}{status}{self.message}"
+        where = f" ({self.endpoint})" if self.endpoint else ""
+        return f"{run}{status}{self.message}{where}{_request_suffix(self.request_id)}"
 
 
 class PollTimeoutError(QueryRunError):
@@ -101,7 +126,30 @@ class PollTimeoutError(QueryRunError):
 
 
 class DownloadError(SigmaLoadError):
-    """A result file could not be downloaded whole after every retry was spent."""
+    """A result file could not be downloaded whole after every retry was spent.
+
+    `endpoint` is the download's (`GET /v1/files/{id}/contents`), `run_id` the query run
+    whose result it is (when the caller said), `request_id` that of the last answer.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str | None = None,
+        run_id: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.message = one_line(message)
+        self.endpoint = endpoint
+        self.run_id = run_id
+        self.request_id = request_id
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"{self.endpoint}: " if self.endpoint else ""
+        run = f"result of query run {self.run_id}: " if self.run_id else ""
+        return f"{where}{run}{self.message}{_request_suffix(self.request_id)}"
 
 
 class CSVTypeError(SigmaLoadError):

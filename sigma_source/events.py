@@ -13,17 +13,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Literal
 
-Phase = Literal["rendering", "running", "downloading", "staging", "loading", "loaded", "failed"]
+Phase = Literal[
+    "rendering", "running", "downloading", "staging", "waiting", "loading", "loaded", "failed"
+]
 PHASES: tuple[Phase, ...] = (
     "rendering",
     "running",
     "downloading",
     "staging",
+    "waiting",
     "loading",
     "loaded",
     "failed",
 )
-"""In the order a query goes through them; `loaded` and `failed` end a query."""
+"""In the order a query goes through them; `loaded` and `failed` end a query.
+
+`waiting`: the query's rows are staged, and dlt's load step has not started yet (it waits for
+the other queries, then normalizes); `loading`: dlt's load step, which loads every query's
+rows in one package, is under way."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +38,7 @@ class ProgressEvent:
     """One step of one query: `phase` entered or advanced (more seconds, bytes or rows).
 
     `seconds` is the time the query run has been running on Sigma, `bytes` what has been
-    downloaded of its result, `rows` the rows handed to dlt; `window` counts the query's
+    downloaded of its result, `rows` the rows staged for dlt; `window` counts the query's
     cursor windows (backfill chunks) from 1. `at` is a monotonic clock reading.
     """
 

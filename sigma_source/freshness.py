@@ -6,6 +6,12 @@ behind. A query without a cursor has no such value and is measured from its last
 load. Thresholds come from `config(freshness={'warn_after': '6h', 'error_after': '1d'})`;
 a table past `error_after`, or with thresholds and nothing loaded, is an error, so a
 scheduler can alert on the exit code.
+
+Sigma's own freshness stamp, `data_load_time`, comes only with the runs of queries scheduled
+in the Dashboard, never with API query runs: `sigma_data_load_time` asks for the newest one.
+It describes Sigma's data as a whole (the snapshot every query then ran on), not one table,
+so it is shown beside the verdicts, never used for them: a table far behind it is behind
+because of the loader, a table as old as it is behind because Sigma is.
 """
 
 from __future__ import annotations
@@ -13,14 +19,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from itertools import islice
 from typing import TYPE_CHECKING, Literal
 
 from sigma_source.project import Query
 
 if TYPE_CHECKING:
+    from sigma_source.client import SigmaClient
     from sigma_source.history import LastLoad
 
 Status = Literal["pass", "warn", "error", "unchecked"]
+SCHEDULED_RUNS_LOOKED_AT = 10  # the newest page: the freshest snapshot is among them
 
 
 @dataclass(frozen=True)
@@ -74,9 +83,13 @@ def check_project(
     last_cursors: Mapping[str, datetime],
     last_loads: Mapping[str, LastLoad],
     *,
+    data_load_time: datetime | None = None,
     now: datetime | None = None,
 ) -> list[FreshnessResult]:
-    """Every query judged at one `now`, from a pipeline's cursors and last loads."""
+    """Every query judged at one `now`, from a pipeline's cursors and last loads.
+
+    `data_load_time`, Sigma's (see `sigma_data_load_time`), is passed on to every result.
+    """
     moment = now or datetime.now(timezone.utc)
     results = []
     for query in queries:
@@ -86,11 +99,37 @@ def check_project(
                 query,
                 newest_cursor=last_cursors.get(query.name),
                 loaded_at=load.loaded_at if load else None,
-                data_load_time=load.data_load_time if load else None,
+                data_load_time=data_load_time,
                 now=moment,
             )
         )
     return results
+
+
+@dataclass(frozen=True)
+class SigmaSnapshot:
+    """How fresh Sigma's data is: `data_load_time` of scheduled query run `scheduled_run_id`."""
+
+    data_load_time: datetime
+    scheduled_run_id: str
+
+
+def sigma_data_load_time(client: SigmaClient) -> SigmaSnapshot | None:
+    """The newest `data_load_time` among the account's latest scheduled query runs.
+
+    One request (`GET /v1/sigma/scheduled_query_runs`); None when the account schedules no
+    query in the Dashboard, as Sigma states the time nowhere else.
+    """
+    runs = client.list_scheduled_query_runs(limit=SCHEDULED_RUNS_LOOKED_AT)
+    stamps = [
+        (run.data_load_time, run.id)
+        for run in islice(runs, SCHEDULED_RUNS_LOOKED_AT)
+        if run.data_load_time is not None
+    ]
+    if not stamps:
+        return None
+    moment, run_id = max(stamps)
+    return SigmaSnapshot(moment, run_id)
 
 
 def _verdict(

@@ -4,20 +4,29 @@
 pipeline's working folder nor the destination, so these commands are safe next to a load
 that is running (a scheduler's freshness check) and on a machine that never ran one.
 
-The cursor state is the one the next `run` starts from. `run` restores dlt's state from the
-destination when the copy there is at least as new as the local one, so this view reads both
-and keeps the newer, without installing anything.
+The cursor state is the one the next `run` starts from. `run` first finishes a load package
+a killed run left pending, taking over the cursors it carries when they are newer than the
+local state; then it restores dlt's state from the destination when the copy there is at
+least as new. This view reads all three and keeps what `run` would, without installing
+anything.
+
+A DuckDB file that a load holds open cannot be read (DuckDB allows one writing process). The
+view waits a few seconds for it, then reads the pipeline's local working folder instead: the
+same cursors, and the load times of the packages it loaded (`note` says so). Only the run
+history (`runs`) has no local copy.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
-from collections.abc import Collection, Iterator
+import time
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sigma_source.errors import ConfigError, SigmaLoadError
 from sigma_source.lineage import LINEAGE_TABLE, SUCCEEDED
@@ -26,18 +35,23 @@ from sigma_source.runs import usual_run_seconds
 
 LOADS_TABLE = "_dlt_loads"
 SOURCE_NAME = "sigma"  # the dlt source's name: its state lives under state["sources"]["sigma"]
+# How long to wait for a DuckDB file another process holds before reading the local state.
+BUSY_WAIT_SECONDS = 5.0
+BUSY_RETRY_SECONDS = 0.25
+_LOCKED = ("Conflicting lock is held", "Could not set lock on file")
+T = TypeVar("T")
+
+
+class DestinationBusy(SigmaLoadError):
+    """The DuckDB file is held by another process (a load) and could not be read."""
 
 
 @dataclass(frozen=True)
 class LastLoad:
-    """The newest successful load of one query: when dlt committed it, and how fresh it was.
-
-    `data_load_time` is Sigma's own freshness stamp, known only for some runs.
-    """
+    """The newest successful load of one query: when dlt committed it."""
 
     query_name: str
     loaded_at: datetime | None
-    data_load_time: datetime | None
 
 
 @dataclass(frozen=True)
@@ -61,15 +75,19 @@ class PipelineView:
     """A read-only look at one pipeline (name, dataset, destination as `run` would use them).
 
     Use as a context manager: a connection to the destination, opened on first use, is
-    closed at the end.
+    closed at the end. `busy_wait`: seconds to wait for a DuckDB file another process holds;
+    after that, what the local working folder holds is read instead, and `note` says so.
     """
 
-    def __init__(self, options: RunOptions) -> None:
+    def __init__(self, options: RunOptions, *, busy_wait: float | None = None) -> None:
         if options.destination not in DESTINATIONS:
             raise ConfigError(
                 f"--destination {options.destination!r}: choose one of {', '.join(DESTINATIONS)}"
             )
         self.options = options
+        self.busy_wait = BUSY_WAIT_SECONDS if busy_wait is None else busy_wait
+        self.note: str | None = None
+        self._busy: DestinationBusy | None = None
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self._pipeline: Any = None
 
@@ -110,52 +128,90 @@ class PipelineView:
 
     def state(self) -> dict[str, Any]:
         """The dlt pipeline state the next run starts from; `{}` for a pipeline never run."""
+        from sigma_source.repair import pending_state_adopted
+
         local = self._local_state()
+        local_version = local["_state_version"] if local else None
+        start = pending_state_adopted(local_version, self._working_dir()) or local
         remote = self._remote_state()
         if remote is not None and (
-            local is None or remote["_state_version"] >= local["_state_version"]
+            start is None or remote["_state_version"] >= start["_state_version"]
         ):
             return remote
-        return local or {}
+        return start or {}
 
     def _local_state(self) -> dict[str, Any] | None:
         from dlt.common.versioned_state import json_decode_state
 
-        path = self._pipelines_dir() / self.options.pipeline_name / "state.json"
+        path = self._working_dir() / "state.json"
         if not path.is_file():
             return None
         return json_decode_state(path.read_text(encoding="utf-8"))
 
     def _remote_state(self) -> dict[str, Any] | None:
+        """The state stored in the destination; None when the destination is busy and the
+        local state stands in for it."""
         from dlt.common.destination.exceptions import DestinationUndefinedEntity
         from dlt.pipeline.state_sync import load_pipeline_state_from_destination
 
         if not self.destination_exists():
             return None
-        try:
-            with self._guarded(), self._connected().destination_client() as client:
+
+        def read() -> dict[str, Any] | None:
+            with self._connected().destination_client() as client:
                 return load_pipeline_state_from_destination(self.options.pipeline_name, client)
+
+        try:
+            return self._read_destination(read)
         except DestinationUndefinedEntity:
             return None
+        except DestinationBusy as busy:
+            self._use_local_instead(busy)
+            return None
 
-    def _pipelines_dir(self) -> Path:
+    def _working_dir(self) -> Path:
         from dlt.common.pipeline import get_dlt_pipelines_dir
 
-        return Path(self.options.pipelines_dir or get_dlt_pipelines_dir())
+        pipelines_dir = Path(self.options.pipelines_dir or get_dlt_pipelines_dir())
+        return pipelines_dir / self.options.pipeline_name
 
     # --- the lineage table ----------------------------------------------------------------
 
     def last_loads(self) -> dict[str, LastLoad]:
         """Per query, the newest load that holds a succeeded run of it."""
         sql = (
-            f"select r.query_name, max(l.inserted_at), max(r.data_load_time) "
+            f"select r.query_name, max(l.inserted_at) "
             f"from {{runs}} r join {{loads}} l on l.load_id = r.load_id "
             f"where r.status = '{SUCCEEDED}' and l.status = 0 group by r.query_name"
         )
-        return {
-            name: LastLoad(name, _utc(loaded_at), _utc(data_load_time))
-            for name, loaded_at, data_load_time in self._lineage_rows(sql)
-        }
+        try:
+            rows = self._lineage_rows(sql)
+        except DestinationBusy as busy:
+            self._use_local_instead(busy)
+            return self._local_last_loads()
+        return {name: LastLoad(name, _utc(loaded_at)) for name, loaded_at in rows}
+
+    def _local_last_loads(self) -> dict[str, LastLoad]:
+        """Per query, the newest package this machine loaded with rows for its table.
+
+        A query that failed contributes no job for its table, only run records, as in
+        `last_loads`. The time is when dlt marked the package loaded.
+        """
+        loads: dict[str, LastLoad] = {}
+        for package in sorted((self._working_dir() / "load" / "loaded").glob("*")):
+            completed = package / "package_completed.json"
+            state_file = package / "load_package_state.json"
+            if not completed.is_file() or not state_file.is_file():
+                continue
+            if completed.read_text(encoding="utf-8").strip() != "loaded":  # aborted
+                continue
+            metrics = json.loads(state_file.read_text(encoding="utf-8")).get("load_metrics") or {}
+            loaded_at = datetime.fromtimestamp(completed.stat().st_mtime, timezone.utc)
+            for job in metrics.values():
+                if isinstance(job, dict) and job.get("state") == "completed":
+                    name = str(job.get("table_name"))
+                    loads[name] = LastLoad(name, loaded_at)
+        return loads
 
     def runs(self, query_names: Collection[str] | None = None, limit: int = 20) -> list[HistoryRow]:
         """The newest `limit` query runs, newest load first; only `query_names` when given."""
@@ -178,15 +234,51 @@ class PipelineView:
 
         if not self.destination_exists():
             return []
-        try:
-            with self._guarded(), self._connected().sql_client() as client:
+
+        def read() -> list[tuple[Any, ...]]:
+            with self._connected().sql_client() as client:
                 tables = {
                     "runs": client.make_qualified_table_name(LINEAGE_TABLE),
                     "loads": client.make_qualified_table_name(LOADS_TABLE),
                 }
                 return list(client.execute_sql(sql.format(**tables), *args) or [])
+
+        try:
+            return self._read_destination(read)
         except DestinationUndefinedEntity:  # the dataset or the lineage table does not exist yet
             return []
+
+    # --- a DuckDB file held by a load -------------------------------------------------------
+
+    def _read_destination(self, read: Callable[[], T]) -> T:
+        """`read()` from the destination, trying again for `busy_wait` seconds while another
+        process holds the DuckDB file; then `DestinationBusy`."""
+        if self._busy is not None:  # waited once already: do not wait again
+            raise self._busy
+        deadline = time.monotonic() + self.busy_wait
+        while True:
+            try:
+                with self._guarded():
+                    return read()
+            except DestinationBusy as busy:
+                if time.monotonic() >= deadline:
+                    self._busy = busy
+                    raise
+            time.sleep(BUSY_RETRY_SECONDS)
+
+    def _use_local_instead(self, busy: DestinationBusy) -> None:
+        """Read the local working folder instead of the busy destination, or fail if there is
+        nothing there to read."""
+        working_dir = self._working_dir()
+        if not (working_dir / "state.json").is_file():
+            raise DestinationBusy(
+                f"{busy} (there is no local state of pipeline {self.options.pipeline_name!r} "
+                f"in {working_dir} to read instead)"
+            ) from busy
+        self.note = (
+            f"the DuckDB file {self.duckdb_path} is held by another process (a load?): "
+            f"showing the pipeline's local state in {working_dir} instead"
+        )
 
     # --- the destination ----------------------------------------------------------------------
 
@@ -249,7 +341,22 @@ class PipelineView:
             )
             raise ConfigError(f"{where}: {_first_line(error)}; {hint}") from error
         except Exception as error:  # the database driver's own errors too: refused, locked, ...
+            if self.options.destination == "duckdb" and _locked(error):
+                raise DestinationBusy(
+                    f"{where}: cannot read: the DuckDB file {self.duckdb_path} is held by "
+                    f"another process (a load?), still after {self.busy_wait:g} s; try again "
+                    "when it is free"
+                ) from error
             raise SigmaLoadError(f"{where}: cannot read: {_first_line(error)}") from error
+
+
+def _locked(error: BaseException | None) -> bool:
+    """Whether DuckDB refused the file because another process holds its lock."""
+    while error is not None:
+        if any(text in str(error) for text in _LOCKED):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _history_row(row: tuple[Any, ...]) -> HistoryRow:

@@ -54,10 +54,19 @@ class RunOptions:
     exclude: Sequence[str] = ()
     full_refresh: bool = False
     vars: dict[str, Any] = field(default_factory=dict)
+    # None: dlt's own setting (`destination.duckdb.credentials`), else <pipeline_name>.duckdb
     duckdb_path: str | None = None
     duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
     pipelines_dir: str | None = None
     source_settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Resolved here so that every reader of the options (`runs`, `ls` and `freshness` too)
+        # opens the file the run loads into. A setting that is wrong is reported by
+        # `duckdb_file()`, where the run reports its errors.
+        if self.duckdb_path is None and self.destination == "duckdb":
+            with contextlib.suppress(ConfigError):
+                object.__setattr__(self, "duckdb_path", configured_duckdb_file())
 
 
 @dataclass
@@ -81,7 +90,7 @@ def configure_dlt() -> None:
     # A load that fails for good is rolled back with its state, so the cursor never runs ahead.
     dlt.config["load.auto_abort_on_terminal_error"] = True
     # Load files are written once and read once, on this machine: gzip (at level 9) took 25 of
-    # the 30 s of a 1M-row Postgres load. Parquet files are not affected (snappy inside).
+    # the 30 s of a 1M-row Postgres load. The staged parquet files are compressed by staging.
     dlt.config["normalize.data_writer.disable_compression"] = True
     # A loaded package would keep its data files (each run's whole result) forever. Packages
     # with a failed job keep theirs: rolling back a refused load reads which jobs it ran.
@@ -204,7 +213,8 @@ def _destination(options: RunOptions) -> Any:
             raise ConfigError(
                 f"DuckDB file {path!r} and dataset {options.dataset!r} share a name: DuckDB "
                 "names the catalog after the file, so every table reference would be "
-                "ambiguous; change --dataset or --pipeline-name"
+                "ambiguous; change --dataset, or the file's name (--pipeline-name, or "
+                f"{DUCKDB_SETTING} if you set it)"
             )
         return dlt.destinations.duckdb(credentials=_duckdb_credentials(path, options))
     if options.destination == "postgres":
@@ -215,11 +225,58 @@ def _destination(options: RunOptions) -> Any:
 def duckdb_file(options: RunOptions) -> str:
     """The absolute path of the DuckDB file the run loads into.
 
+    In order: `options.duckdb_path`, dlt's own setting `destination.duckdb.credentials`, and
+    `<pipeline_name>.duckdb` in the working directory.
+
     Absolute: dlt resolves a relative path against the folder the pipeline was first run
     in, so a run from another folder would load into (and restore state from) a file
     elsewhere instead of the one in the working directory.
     """
-    return os.path.abspath(options.duckdb_path or f"{options.pipeline_name}.duckdb")
+    path = options.duckdb_path or configured_duckdb_file() or f"{options.pipeline_name}.duckdb"
+    return os.path.abspath(path)
+
+
+DUCKDB_SETTING = "destination.duckdb.credentials"
+NOT_A_FILE = (":memory:", ":pipeline:", ":external:")  # dlt's special DuckDB locations
+
+
+def configured_duckdb_file() -> str | None:
+    """The DuckDB file named by dlt's own setting, or None when it is not set.
+
+    `[destination.duckdb] credentials` in .dlt/config.toml or secrets.toml (a path, or a
+    `duckdb:///` URL), its `database` key, or DESTINATION__DUCKDB__CREDENTIALS. Only the file
+    is taken from it: sigma-load opens the file with its own settings. The value never
+    appears in an error, as a value that does not fit may be another database's URL with its
+    password.
+    """
+    from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
+
+    value = _dlt_setting(DUCKDB_SETTING)
+    if isinstance(value, dict):
+        value = value.get("database")
+    if value is None:
+        value = _dlt_setting(f"{DUCKDB_SETTING}.database")
+    if value is None or value == "":
+        return None
+    expected = (
+        f"{DUCKDB_SETTING} (DESTINATION__DUCKDB__CREDENTIALS) must name a DuckDB file: a path "
+        "such as warehouse/stripe.duckdb, or duckdb:///warehouse/stripe.duckdb"
+    )
+    if not isinstance(value, str) or ("://" in value and not value.startswith("duckdb:")):
+        raise ConfigError(expected)
+    try:
+        database = DuckDbCredentials(value).database
+    except Exception:
+        raise ConfigError(expected) from None
+    if not isinstance(database, str) or not database or database in NOT_A_FILE:
+        raise ConfigError(f"{expected}; sigma-load loads into a file, not {database!r}")
+    return database
+
+
+def _dlt_setting(key: str) -> Any:
+    """A value from dlt's providers: environment, .dlt/secrets.toml, .dlt/config.toml."""
+    value = dlt.secrets.get(key)
+    return value if value is not None else dlt.config.get(key)
 
 
 def _duckdb_credentials(path: str, options: RunOptions) -> Any:

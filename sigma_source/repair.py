@@ -88,7 +88,7 @@ def finish_pending_load(pipeline: dlt.Pipeline) -> None:
     if not pipeline.has_pending_data:
         return
     local_version = pipeline.state["_state_version"]
-    newest = _newest_pending_state(pipeline)
+    newest = newest_pending_state(pipeline.working_dir)
     pipeline.normalize()
     for load_id in pipeline.list_normalized_load_packages():
         undo_interrupted_jobs(pipeline, load_id)
@@ -97,9 +97,13 @@ def finish_pending_load(pipeline: dlt.Pipeline) -> None:
         _adopt_state(pipeline, newest)
 
 
-def _newest_pending_state(pipeline: dlt.Pipeline) -> dict[str, Any] | None:
-    """The pipeline state carried by the newest pending package, if any carries one."""
-    working_dir = Path(pipeline.working_dir)
+def newest_pending_state(working_dir: str | Path) -> dict[str, Any] | None:
+    """The pipeline state carried by the newest pending package, if any carries one.
+
+    As stored in the package: `version` and the compressed `state` (see `pending_state_adopted`).
+    Reads files only, so `ls` and `compile` can plan from it without opening the pipeline.
+    """
+    working_dir = Path(working_dir)
     package_states = [
         *working_dir.glob("normalize/extracted/*/load_package_state.json"),
         *working_dir.glob("load/normalized/*/load_package_state.json"),
@@ -107,6 +111,20 @@ def _newest_pending_state(pipeline: dlt.Pipeline) -> dict[str, Any] | None:
     states = [json.loads(path.read_text()).get("pipeline_state") for path in package_states]
     states = [state for state in states if state]
     return max(states, key=lambda state: state["version"]) if states else None
+
+
+def pending_state_adopted(
+    local_version: int | None, working_dir: str | Path
+) -> dict[str, Any] | None:
+    """The state the next run takes over from a pending package, or None if it keeps its own.
+
+    As `finish_pending_load` decides: the newest pending package's state when it is newer
+    than the local state (`local_version`; None when there is no local state).
+    """
+    newest = newest_pending_state(working_dir)
+    if newest is None or (local_version is not None and newest["version"] <= local_version):
+        return None
+    return decompress_state(newest["state"])
 
 
 def _adopt_state(pipeline: dlt.Pipeline, package_state: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ a freshness report acts on.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -22,7 +22,7 @@ from sigma_source.events import utc_stamp
 from sigma_source.lineage import QueryRunRecord
 
 if TYPE_CHECKING:
-    from sigma_source.freshness import FreshnessResult
+    from sigma_source.freshness import FreshnessResult, SigmaSnapshot
     from sigma_source.history import HistoryRow, LastLoad
     from sigma_source.project import Query
     from sigma_source.saved_queries import Outcome
@@ -98,7 +98,8 @@ def print_run_summary(
     loaded = sum(1 for result in results if result["status"] == "loaded")
     rows = sum(result["rows"] for result in results)
     console.print(
-        f"{loaded} of {len(results)} queries loaded, {rows:,} rows, "
+        f"{loaded} of {counted(len(results), 'query', 'queries')} loaded, "
+        f"{counted(rows, 'row')}, "
         f"in {run_results['elapsed_seconds']:.1f} s. Details: {path}",
         highlight=False,
     )
@@ -142,7 +143,8 @@ def print_queries(records: Sequence[Mapping[str, Any]]) -> None:
     """One row per query; its table (`dataset.query`) is named once, in the title."""
     dataset = records[0]["table"].rsplit(".", 1)[0] if records else ""
     print_table(
-        f"{len(records)} queries, each loading table {dataset}.<query> (times in UTC)",
+        f"{counted(len(records), 'query', 'queries')}, each loading table {dataset}.<query> "
+        "(times in UTC)",
         (
             "query",
             "write",
@@ -216,7 +218,10 @@ def print_history(records: Sequence[Mapping[str, Any]]) -> None:
             row.append(first_line(record["error"] or ""))
         rows.append(row)
     print_table(
-        f"last {len(records)} query runs (times in UTC)", headings, rows, right=("rows", "seconds")
+        f"last {counted(len(records), 'query run')} (times in UTC)",
+        headings,
+        rows,
+        right=("rows", "seconds"),
     )
 
 
@@ -224,7 +229,8 @@ def print_history(records: Sequence[Mapping[str, Any]]) -> None:
 
 
 def freshness_records(results: Iterable[FreshnessResult]) -> list[dict[str, Any]]:
-    """`freshness`: one record per table, ages in whole seconds, thresholds as written."""
+    """`freshness`: one record per table, ages in whole seconds, thresholds as written;
+    `data_load_time` is Sigma's, the same in every record (see `freshness.sigma_data_load_time`)."""
     return [
         {
             "query": result.query_name,
@@ -242,14 +248,17 @@ def freshness_records(results: Iterable[FreshnessResult]) -> list[dict[str, Any]
     ]
 
 
-def print_freshness(records: Sequence[Mapping[str, Any]]) -> None:
+def print_freshness(
+    records: Sequence[Mapping[str, Any]],
+    sigma: SigmaSnapshot | None = None,
+    *,
+    now: datetime | None = None,
+) -> None:
+    """One row per table; then how fresh Sigma's own data is, when known: it is the same for
+    every table, so it is one line under the table rather than a column."""
     headings = ["query", "status", "newest cursor", "last load", "age", "warn after", "error after"]
-    with_sigma_times = any(record["data_load_time"] for record in records)
-    if with_sigma_times:
-        headings.append("data load time")
-    rows = []
-    for record in records:
-        row = [
+    rows = [
+        [
             record["query"],
             record["status"] + (f" ({record['note']})" if record["note"] else ""),
             shown(record["newest_cursor"]),
@@ -258,10 +267,17 @@ def print_freshness(records: Sequence[Mapping[str, Any]]) -> None:
             record["warn_after"] or NONE,
             record["error_after"] or NONE,
         ]
-        if with_sigma_times:
-            row.append(shown(record["data_load_time"]))
-        rows.append(row)
-    print_table("freshness (times in UTC)", headings, rows, right=("age",))
+        for record in records
+    ]
+    console = output_console()
+    print_table("freshness (times in UTC)", headings, rows, right=("age",), console=console)
+    if sigma is not None:
+        old = age((now or datetime.now(timezone.utc)) - sigma.data_load_time)
+        console.print(
+            f"Sigma's data is as of {shown(iso(sigma.data_load_time))} UTC ({old} ago): the "
+            f"data_load_time of its newest scheduled query run, {sigma.scheduled_run_id}.",
+            highlight=False,
+        )
 
 
 def stale_reason(record: Mapping[str, Any]) -> str:
@@ -341,6 +357,11 @@ def window(start: datetime | None, end: datetime | None) -> str:
         return "full"
     low = start.strftime("%Y-%m-%d %H:%M") if start else "…"
     return f"{low} → {end:%Y-%m-%d %H:%M}"
+
+
+def counted(count: int, singular: str, plural: str | None = None) -> str:
+    """`1 query`, `2 queries`, `1,264 rows`."""
+    return f"{count:,} {singular if count == 1 else plural or singular + 's'}"
 
 
 def first_line(text: str, limit: int = 80) -> str:

@@ -15,6 +15,9 @@ from sigma_source.events import EventCallback, ProgressEvent
 from sigma_source.lineage import SUCCEEDED, QueryRunRecord
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sigma_source.api_objects import QueryRun
     from sigma_source.client import SigmaClient
 
 
@@ -26,6 +29,7 @@ def execute_query_run(
     poll_timeout: float | None = None,
     expected_seconds: float | None = None,
     on_event: EventCallback | None = None,
+    on_finished: Callable[[QueryRun], None] | None = None,
 ) -> Path:
     """Run `record.sql` (or `record.saved_query_id`) on Sigma and download the result CSV.
 
@@ -33,7 +37,8 @@ def execute_query_run(
     until near the expected finish. Returns the path of the downloaded file. Raises a
     `SigmaLoadError` on any failure, after recording the run id and timings known by then.
     `on_event` hears of each poll (`running`, seconds so far) and each chunk downloaded
-    (`downloading`, bytes so far).
+    (`downloading`, bytes so far). `on_finished` gets the finished run (its result schema,
+    when the API gives one) before the download.
     """
     emit = on_event or _ignore
     if record.saved_query_id:
@@ -51,23 +56,32 @@ def execute_query_run(
         seconds = round(time.monotonic() - created, 1)
         emit(ProgressEvent(record.query_name, "running", query_run_id=run.id, seconds=seconds))
 
-    waited = client.wait(
-        run.id, poll_timeout=poll_timeout, on_poll=polled, expected_seconds=expected_seconds
-    )
+    try:
+        waited = client.wait(
+            run.id, poll_timeout=poll_timeout, on_poll=polled, expected_seconds=expected_seconds
+        )
+    except Exception:
+        # A run that failed on Sigma took time too: the history shows how long.
+        record.wait_seconds = round(time.monotonic() - created, 3)
+        raise
     record.poll_count = waited.polls
     record.wait_seconds = round(waited.seconds, 3)
     record.finalized_at = waited.run.finalized_at
     record.file_id = waited.run.file_id
+    if on_finished is not None:
+        on_finished(waited.run)
 
     def downloaded(received: int) -> None:
         emit(ProgressEvent(record.query_name, "downloading", query_run_id=run.id, bytes=received))
 
     started = time.monotonic()
     downloaded(0)
-    record.file_size_bytes = client.download_file(
-        waited.run.file_id, destination, on_progress=downloaded
-    )
-    record.download_seconds = round(time.monotonic() - started, 3)
+    try:
+        record.file_size_bytes = client.download_file(
+            waited.run.file_id, destination, on_progress=downloaded, query_run_id=run.id
+        )
+    finally:
+        record.download_seconds = round(time.monotonic() - started, 3)
     record.status = SUCCEEDED
     return destination
 

@@ -21,6 +21,8 @@ SECTION = "sources.sigma"
 _SOURCE_SPEC = "SigmaSourceConfiguration"  # the spec dlt builds from sigma_source's signature
 _EXPECTED = {int: "a whole number", float: "a number (of seconds)", bool: "true or false"}
 _ENV_KEY = re.compile(r"SOURCES__SIGMA__([A-Za-z0-9_]+)")
+# Arguments of `sigma_source` that each run passes itself: never read from the settings.
+RUN_ARGUMENTS = frozenset({"select", "exclude", "full_refresh", "vars", "report"})
 
 
 def check_known_keys(known: Collection[str]) -> None:
@@ -28,8 +30,11 @@ def check_known_keys(known: Collection[str]) -> None:
 
     Looks in the TOML files dlt reads (config.toml, secrets.toml) and in `SOURCES__SIGMA__*`
     environment variables. Subsections (`[sources.sigma.<name>]`) are dlt's to interpret.
+    `known` may be the source's parameters: those in `RUN_ARGUMENTS` are not settings.
     """
     import dlt
+
+    known = sorted(set(known) - RUN_ARGUMENTS)
 
     for provider in dlt.config.config_providers:
         if provider.name == "Environment Variables":

@@ -146,6 +146,26 @@ def arrow_type(sigma_type: str) -> pa.DataType:
     return pa.decimal128(*decimal)
 
 
+def sigma_type_from_arrow(arrow: pa.DataType) -> str | None:
+    """The Sigma type whose `arrow_type` is `arrow` (any timestamp unit or zone counts as
+    timestamp); None for an Arrow type no Sigma type loads as."""
+    import pyarrow as pa
+
+    if pa.types.is_timestamp(arrow):
+        return TIMESTAMP
+    if pa.types.is_decimal(arrow):
+        return decimal_type(arrow.precision, arrow.scale)
+    simple = {
+        pa.string(): VARCHAR,
+        pa.large_string(): VARCHAR,
+        pa.int64(): BIGINT,
+        pa.float64(): DOUBLE,
+        pa.bool_(): BOOLEAN,
+        pa.date32(): DATE,
+    }
+    return simple.get(arrow)
+
+
 def arrow_schema(types: Mapping[str, str]) -> pa.Schema:
     """The Arrow schema for columns typed `{name: sigma_type}`, in the mapping's order."""
     import pyarrow as pa

@@ -10,6 +10,7 @@ recorded in the `_sigma_query_runs` table and in the `RunReport` the caller pass
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -21,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import dlt
+import pyarrow as pa
 from dlt.destinations.adapters import bigquery_adapter
 from dlt.extract.resource import DltResource
 
-from sigma_source.arrow_csv import read_header
+from sigma_source.arrow_csv import DEFAULT_BLOCK_SIZE, read_header
 from sigma_source.client import ClientConfig, SigmaClient
 from sigma_source.errors import ConfigError, CSVFormatError, SigmaLoadError
 from sigma_source.events import EventCallback, ProgressEvent
@@ -39,7 +41,17 @@ from sigma_source.project import (
     select_queries,
 )
 from sigma_source.runs import execute_query_run, usual_run_seconds
-from sigma_source.staging import StagedResult, StagingFile, StoredColumns, stage_result
+from sigma_source.staging import (
+    StagedResult,
+    StagingFile,
+    StoredColumns,
+    UntypedColumns,
+    parquet_compression,
+    retyped_columns,
+    stage_result,
+)
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_API_BASE = "https://api.stripe.com"
 DEFAULT_FILES_BASE = "https://files.stripe.com"
@@ -50,6 +62,8 @@ RUN_SECONDS_KEPT = 5
 # Staging a result (parse + parquet encoding) keeps two threads busy; more at once than the
 # cores can run only adds memory, one row group buffer each.
 STAGING_SLOTS = max(1, (os.cpu_count() or 2) // 2)
+# pyarrow needs a block to hold a row at least; far smaller blocks only slow parsing down.
+MIN_CSV_BLOCK_SIZE = 4096
 
 
 @dataclass
@@ -92,6 +106,7 @@ class _RunContext:
         default_factory=lambda: threading.BoundedSemaphore(STAGING_SLOTS)
     )
     destination: str | None = None  # of the pipeline about to run the source, if known
+    csv_block_size: int = DEFAULT_BLOCK_SIZE  # bytes of a result CSV parsed at a time
 
 
 @dlt.source(name="sigma", section="sigma")
@@ -112,6 +127,7 @@ def sigma_source(
     poll_interval: float = ClientConfig.poll_interval,
     poll_fast_seconds: float = ClientConfig.poll_fast_seconds,
     poll_max_interval: float = ClientConfig.poll_max_interval,
+    csv_block_size: int = DEFAULT_BLOCK_SIZE,
     select: Sequence[str] = (),
     exclude: Sequence[str] = (),
     full_refresh: bool = False,
@@ -129,10 +145,17 @@ def sigma_source(
     exponential backoff, `download_attempts` per result file, and `poll_interval`,
     `poll_fast_seconds` and `poll_max_interval` between polls of a running query (a run is
     polled at least every `poll_interval` during its first `poll_fast_seconds`).
+
+    `csv_block_size`: bytes of a result file parsed at a time (default 1 MiB); with the
+    parquet row group, it bounds each query's memory while staging.
     """
     queries = select_queries(load_project(project_dir), select, exclude)
     if max_concurrent_runs < 1:
         raise ConfigError(f"max_concurrent_runs={max_concurrent_runs}: must be at least 1")
+    if csv_block_size < MIN_CSV_BLOCK_SIZE:
+        raise ConfigError(
+            f"csv_block_size={csv_block_size}: must be at least {MIN_CSV_BLOCK_SIZE} (bytes)"
+        )
     client = SigmaClient(
         ClientConfig(
             api_key=api_key,
@@ -160,6 +183,7 @@ def sigma_source(
         report=report if report is not None else RunReport(),
         slots=threading.BoundedSemaphore(max_concurrent_runs),
         destination=_active_destination_name(),
+        csv_block_size=csv_block_size,
     )
     return [_query_resource(query, context) for query in queries]
 
@@ -175,11 +199,15 @@ def _query_resource(query: Query, context: _RunContext) -> DltResource:
         primary_key=list(config.primary_key or []),
         parallelized=True,
     )(query, context)
+    _declare_lineage_table(resource)  # before any hint that is the query's table's alone
     if config.cursor and _loading_into_bigquery():
         # Partition by day on the cursor, cluster by key: windows then scan few partitions.
         resource = bigquery_adapter(
             resource, partition=config.cursor, cluster=list(config.primary_key or []) or None
         )
+    if write_disposition == "replace":
+        # A table the load replaces takes new column types by being rebuilt (main thread).
+        resource.add_map(lambda item: rebuild_if_retyped(query.name, item))
     # Runs on the main thread, where dlt's load package (and so the load id) is known.
     return resource.add_map(_stamp_load_id)
 
@@ -187,7 +215,11 @@ def _query_resource(query: Query, context: _RunContext) -> DltResource:
 def _query_items(query: Query, context: _RunContext) -> Iterator[Any]:
     records: list[QueryRunRecord] = []
     staging_dir = _new_staging_dir(query)
-    staging = StagingFile(staging_dir / "rows.parquet", load_id=_load_id_for_rows())
+    staging = StagingFile(
+        staging_dir / "rows.parquet",
+        load_id=_load_id_for_rows(),
+        compression=parquet_compression(context.destination),
+    )
     try:
         try:
             staged = _run_and_stage(query, context, records, staging_dir, staging)
@@ -226,7 +258,9 @@ def _run_and_stage(
     """
     check_renders(query, now=context.now, vars=context.vars)
     windows = plan_windows(query.config, last_cursor=_last_cursor(query, context), now=context.now)
-    stored = None if context.full_refresh else _stored_columns(query.name)
+    # Also on a full refresh: a column a result has no value for keeps the table's type.
+    stored = _stored_columns(query.name)
+    untyped = UntypedColumns.from_state(_query_state(query.name))
     staged: list[StagedResult] = []
     for index, window in enumerate(windows):
         on_event = _window_events(context.report, index + 1, len(windows))
@@ -234,6 +268,7 @@ def _run_and_stage(
         record = _new_record(query, context, window)
         records.append(record)
         csv_path = staging_dir / f"{index}.csv"
+        finished: list[Any] = []  # the finished run, for the result schema a typed API gives
         with context.slots:
             execute_query_run(
                 context.client,
@@ -242,6 +277,7 @@ def _run_and_stage(
                 poll_timeout=context.poll_timeout,
                 expected_seconds=_expected_run_seconds(query),
                 on_event=on_event,
+                on_finished=finished.append,
             )
         on_event(
             ProgressEvent(
@@ -260,14 +296,20 @@ def _run_and_stage(
                 query_run_id=record.query_run_id,
                 stored=stored,
                 earlier_types=_types_of_first_rows(staged),
+                refresh=context.full_refresh,
+                replaces_table=context.full_refresh or query.config.write_disposition == "replace",
+                api_schema=finished[-1].result_schema,
+                untyped=untyped,
+                block_size=context.csv_block_size,
             )
         csv_path.unlink()
         record.row_count = result.row_count
         staged.append(result)
     staging.close()
+    untyped.save_to(_query_state(query.name))
     rows = sum(result.row_count for result in staged)
     last = len(windows)
-    context.report.emit(ProgressEvent(query.name, "loading", window=last, windows=last, rows=rows))
+    context.report.emit(ProgressEvent(query.name, "waiting", window=last, windows=last, rows=rows))
     return staged
 
 
@@ -355,6 +397,29 @@ def _rows(staged: list[StagedResult], staging: StagingFile) -> Iterator[Any]:
     )
 
 
+def _declare_lineage_table(resource: DltResource) -> None:
+    """Give the run records (`_sigma_query_runs`) their own table hints within the resource.
+
+    dlt starts a table variant from a copy of the resource's hints as they are when the
+    variant is made. Made when the first record is extracted, it inherited the query table's
+    BigQuery partition and cluster columns (a `CLUSTER BY id` BigQuery refuses, on columns the
+    records do not have) and its Postgres file format. So the variant is made here, from a
+    clean slate, and later hints on the resource stay the query's table's own.
+    """
+    resource.apply_hints(
+        table_name=LINEAGE_TABLE,
+        write_disposition="append",
+        primary_key=[],
+        columns={},  # an empty value removes a hint copied from the resource
+        additional_table_hints={},
+        file_format="",
+        create_table_variant=True,
+    )
+    resource.apply_hints(
+        table_name=LINEAGE_TABLE, columns=LINEAGE_COLUMNS, create_table_variant=True
+    )
+
+
 def _lineage_item(record: QueryRunRecord) -> Any:
     hints = dlt.mark.make_hints(
         table_name=LINEAGE_TABLE,
@@ -439,11 +504,16 @@ def _advance_cursor(query: Query, context: _RunContext, staged: list[StagedResul
     if not query.config.cursor:
         return
     seen = [result.max_cursor for result in staged if result.max_cursor is not None]
-    previous = _last_cursor(query, context)
+    previous = _last_cursor(query, context)  # None on a full refresh: it starts over
     if previous is not None:
         seen.append(previous)
+    state = _query_state(query.name)
     if seen:
-        _query_state(query.name)["last_cursor"] = max(seen).isoformat()
+        state["last_cursor"] = max(seen).isoformat()
+    else:
+        # Nothing loaded yet, or a full refresh that loaded no rows (and emptied the table):
+        # the next run starts from `initial_value`, not from the cursor before the refresh.
+        state.pop("last_cursor", None)
 
 
 def _expected_run_seconds(query: Query) -> float | None:
@@ -505,3 +575,38 @@ def has_postgres_adbc_driver() -> bool:
 def _utc_now_ms() -> datetime:
     now = datetime.now(timezone.utc)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def rebuild_if_retyped(table_name: str, item: Any) -> Any:
+    """A dlt map step for a table the load replaces: rebuild it if its column types change.
+
+    dlt never changes a column's type in place: rows of a new type would fail in the
+    destination (`Could not convert string 'x1' to INT64`) after the table was truncated.
+    So when the rows' Arrow schema (`item`, the table dlt takes a query's columns from)
+    has another type for a column than the table, the table is dropped from dlt's schema
+    and listed in the load package's `dropped_tables`, dlt's own refresh mechanism: the
+    load then drops the table and creates it anew with the rows' types, just before it
+    loads them. Only queries whose result was staged whole get here, so a query that fails
+    leaves its table, and its types, as they were. Runs on dlt's main thread (map steps
+    do), where the schema may be changed.
+    """
+    if not isinstance(item, pa.Table):
+        return item
+    schema = dlt.current.source_schema()
+    name = schema.naming.normalize_table_identifier(table_name)
+    table = schema.tables.get(name)
+    if not table or not table.get("columns"):
+        return item
+    changed = retyped_columns(
+        table["columns"], item.schema, normalize_name=schema.naming.normalize_identifier
+    )
+    if not changed:
+        return item
+    package_state = dlt.current.load_package_state()["state"]
+    package_state.setdefault("dropped_tables", []).extend(schema.drop_tables([name]))
+    logger.info(
+        "table %s is rebuilt: %s",
+        name,
+        ", ".join(f"{column} {old} -> {new}" for column, (old, new) in changed.items()),
+    )
+    return item

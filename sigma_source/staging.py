@@ -10,8 +10,9 @@ query, instead of again on dlt's main thread. Memory stays bounded by one row gr
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -26,16 +27,31 @@ from sigma_source import arrow_csv
 from sigma_source.errors import ConfigError, CSVTypeError
 from sigma_source.lineage import RUN_ID_COLUMN
 from sigma_source.project import Query
-from sigma_source.sigma_types import stored_sigma_types
+from sigma_source.sigma_types import (
+    VARCHAR,
+    parse_api_type,
+    parse_sigma_type,
+    sigma_type_from_arrow,
+    stored_sigma_types,
+)
 
 DLT_LOAD_ID_COLUMN = "_dlt_load_id"
 # Rows per parquet row group. Large enough for good compression and few, cheap row groups;
 # small enough that the buffered group stays a few tens of MB, and that DuckDB, which loads
 # one row group per thread, has several to share among its threads.
 ROW_GROUP_ROWS = 128 * 1024
-# Measured on 1M balance transactions: snappy costs little more CPU than no compression and
-# loads into DuckDB as fast, in a file 20% smaller (which matters for BigQuery uploads).
-PARQUET_COMPRESSION = "snappy"
+# Compression of the staged file, by where it goes. DuckDB and Postgres (through ADBC) read it
+# once, from this disk: compressing only costs CPU (on 1M balance transactions, snappy took
+# 0.34 s of encoding against 0.20 s uncompressed, and DuckDB loaded both as fast). BigQuery
+# uploads it, and snappy makes the upload 20% smaller.
+_UNCOMPRESSED_FOR = ("duckdb", "postgres")
+
+
+def parquet_compression(destination: str | None) -> str:
+    """The staged file's parquet compression for rows bound for `destination`."""
+    return "none" if destination in _UNCOMPRESSED_FOR else "snappy"
+
+
 # Dictionary encoding only for the constant lineage columns. For the data columns it cost a
 # third of the encoding CPU (ids and amounts overflow the dictionary and fall back to plain
 # anyway) and left the snappy-compressed file the same size and as fast to load.
@@ -46,6 +62,8 @@ _DICTIONARY_COLUMNS = [RUN_ID_COLUMN, DLT_LOAD_ID_COLUMN]
 _WRITE_STATISTICS = False
 
 _CURSOR_TYPES = ("timestamp", "date")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,6 +84,63 @@ class StagedResult:
     max_cursor: datetime | None
 
 
+class UntypedColumns:
+    """The columns of a query's table that are varchar only because no value was seen for
+    them when they were created (a header-only first load, a column NULL everywhere).
+
+    Kept in the query's dlt state between runs (`names`). Staging a result updates it: a
+    column leaves it once a value decides it (declared, or text after all), and while its
+    values suggest a narrower type than the varchar the table holds, staging warns once
+    per run, naming the remedy.
+    """
+
+    STATE_KEY = "untyped_columns"
+
+    def __init__(self, names: object = ()) -> None:
+        # Anything but a list of names (a state edited by hand) counts as none.
+        valid = isinstance(names, (list, tuple, set, frozenset))
+        self.names: set[str] = {n for n in names if isinstance(n, str)} if valid else set()
+        self._warned: set[str] = set()
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> UntypedColumns:
+        return cls(state.get(cls.STATE_KEY, ()))
+
+    def save_to(self, state: dict[str, Any]) -> None:
+        if self.names:
+            state[self.STATE_KEY] = sorted(self.names)
+        else:
+            state.pop(self.STATE_KEY, None)
+
+    def update(self, query: Query, resolved: arrow_csv.ResolvedTypes) -> None:
+        """Take in what one result file says about the columns (see the class docstring)."""
+        for name in sorted(self.names & set(resolved.types)):
+            rule, sigma_type = resolved.rules[name], resolved.types[name]
+            suggested = resolved.suggested.get(name)
+            if sigma_type != VARCHAR or rule in ("declared", "api"):
+                self.names.discard(name)  # retyped, or varchar by decision
+            elif rule == "inferred":
+                if name not in resolved.valueless:
+                    self.names.discard(name)  # its values are text
+            elif suggested == VARCHAR:
+                self.names.discard(name)  # the table's varchar fits its values after all
+            elif suggested is not None and name not in self._warned:
+                self._warned.add(name)
+                log.warning(
+                    "query %r: column %r is varchar because the load that created it had no "
+                    "values for it, but its values now suggest %s; to load it as %s, declare "
+                    "config(columns={%r: %r}) and run `sigma-load run --full-refresh --select %s`",
+                    query.name,
+                    name,
+                    suggested,
+                    suggested,
+                    name,
+                    suggested,
+                    query.name,
+                )
+        self.names |= resolved.valueless
+
+
 class StagingFile:
     """The parquet file that collects every row of one query (all its windows) for dlt.
 
@@ -74,10 +149,11 @@ class StagingFile:
     is complete, and may be handed to dlt, only after `close()`.
     """
 
-    def __init__(self, path: Path, *, load_id: str | None) -> None:
+    def __init__(self, path: Path, *, load_id: str | None, compression: str = "snappy") -> None:
         self.path = path
         self.row_count = 0
         self._load_id = load_id
+        self._compression = compression
         self._writer: pq.ParquetWriter | None = None
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
@@ -132,7 +208,7 @@ class StagingFile:
             self._writer = pq.ParquetWriter(
                 str(self.path),
                 group.schema,
-                compression=PARQUET_COMPRESSION,
+                compression=self._compression,
                 use_dictionary=_DICTIONARY_COLUMNS,
                 write_statistics=_WRITE_STATISTICS,
             )
@@ -158,11 +234,24 @@ def stage_result(
     query_run_id: str | None,
     stored: StoredColumns | None = None,
     earlier_types: Mapping[str, str] | None = None,
+    refresh: bool = False,
+    replaces_table: bool = False,
+    api_schema: Mapping[str, str] | None = None,
+    untyped: UntypedColumns | None = None,
+    block_size: int = arrow_csv.DEFAULT_BLOCK_SIZE,
 ) -> StagedResult:
     """Parse `csv_path` into typed rows (plus the lineage column) appended to `staging`.
 
-    `earlier_types` are the types of an earlier window of the same query in this run: every
-    window of one run must load with the same column types.
+    `stored` are the columns the query's table holds. Their types bind (rule 3) unless
+    `refresh` (a full refresh: the table is loaded anew, its types inferred anew, except for
+    columns this result has no value for, which keep theirs). A type declared in
+    `config(columns=…)`, or given by the API's result schema (`api_schema`), that differs
+    from the stored one fails the query before anything loads, unless `replaces_table`
+    (a full refresh or a `replace` query: the table is then rebuilt with the new type, see
+    `source.rebuild_if_retyped`). `earlier_types` are the types of an earlier window of the same
+    query in this run: every window of one run must load with the same column types.
+    `untyped`, the query's `UntypedColumns`, is updated with what this file says.
+    `block_size` is the bytes of CSV parsed at a time (see `arrow_csv.read_batches`).
 
     Columns no rule types are inferred by a pass over the whole file. That pass runs on a
     helper thread while the rows are already parsed with the types the first block suggests
@@ -171,16 +260,54 @@ def stage_result(
     after the pass would give. The CSV is parsed on one more thread while this one encodes
     parquet, so both cores work.
     """
+    header = arrow_csv.read_header(csv_path)
+    stored_types: dict[str, str] = {}
+    if stored is not None:
+        stored_types = stored_sigma_types(
+            stored.columns, header, normalize_name=stored.normalize_name
+        )
+    if not (refresh or replaces_table):
+        _check_against_stored(query, header, stored_types, api_schema)
+    watch = untyped.names if untyped is not None else ()
     typing = _BackgroundTyping(
-        lambda on_guess: _column_types(query, csv_path, stored, earlier_types or {}, on_guess)
+        lambda on_guess: _column_types(
+            query,
+            csv_path,
+            stored_types,
+            earlier_types or {},
+            on_guess,
+            refresh=refresh,
+            api_schema=api_schema,
+            watch=watch,
+            block_size=block_size,
+        )
     )
+    staged = _stage(query, csv_path, staging, typing, query_run_id, block_size)
+    if untyped is not None:
+        untyped.update(query, typing.result())
+    return staged
+
+
+def _stage(
+    query: Query,
+    csv_path: Path,
+    staging: StagingFile,
+    typing: _BackgroundTyping,
+    query_run_id: str | None,
+    block_size: int,
+) -> StagedResult:
+    def stage_rows(
+        resolved: arrow_csv.ResolvedTypes, give_up: Callable[[], bool] = lambda: False
+    ) -> StagedResult:
+        return _stage_rows(
+            query, csv_path, staging, resolved, query_run_id, give_up=give_up, block_size=block_size
+        )
+
     guess = typing.first_answer()
     if guess is None or not staging.is_empty:
-        return _stage_rows(query, csv_path, staging, typing.result(), query_run_id)
+        return stage_rows(typing.result())
     try:
-        staged: StagedResult | Exception = _stage_rows(
-            query, csv_path, staging, guess, query_run_id, give_up=lambda: typing.refutes(guess)
-        )
+        staged: StagedResult | Exception = stage_rows(guess, lambda: typing.refutes(guess))
     except _GuessRefuted as refuted:
         staged = refuted
     except Exception as error:  # raised again below if the guess holds: then it is the answer
@@ -190,7 +317,39 @@ def stage_result(
             raise staged
         return staged
     staging.reset()
-    return _stage_rows(query, csv_path, staging, typing.result(), query_run_id)
+    return stage_rows(typing.result())
+
+
+def _check_against_stored(
+    query: Query,
+    header: list[str],
+    stored_types: Mapping[str, str],
+    api_schema: Mapping[str, str] | None,
+) -> None:
+    """Refuse a declared (or API) type other than the one the table holds, before loading.
+
+    dlt cannot change a column's type in place: the load would fail in the destination and
+    take every other query of the run down with it. Only a table the load replaces can take
+    a new type (it is rebuilt).
+    """
+    declared = query.config.columns or {}
+    api = api_schema or {}
+    for name in header:
+        if name not in stored_types:
+            continue
+        if name in declared:
+            wanted = parse_sigma_type(declared[name], column=name, where=f"query {query.name!r}")
+            origin = "is declared"
+        elif name in api:
+            wanted, origin = parse_api_type(api[name], column=name), "has in Sigma's result schema"
+        else:
+            continue
+        if wanted != stored_types[name]:
+            raise ConfigError(
+                f"query {query.name!r}: column {name!r} {origin} {wanted} but table "
+                f"{query.name} stores it as {stored_types[name]}; to change its type, rebuild "
+                f"the table: `sigma-load run --full-refresh --select {query.name}`"
+            )
 
 
 class _GuessRefuted(Exception):
@@ -249,13 +408,16 @@ def _stage_rows(
     query_run_id: str | None,
     *,
     give_up: Callable[[], bool] = lambda: False,
+    block_size: int = arrow_csv.DEFAULT_BLOCK_SIZE,
 ) -> StagedResult:
     cursor = query.config.cursor
     _check_cursor(query, cursor, resolved.types)
     schema = _target_schema(query, resolved.schema)
     row_count = 0
     max_cursor: Any = None
-    batches = arrow_csv.read_batches(csv_path, resolved, query_name=query.name)
+    batches = arrow_csv.read_batches(
+        csv_path, resolved, query_name=query.name, block_size=block_size
+    )
     with closing(arrow_csv.prefetched(batches)) as parsed:
         for batch in parsed:
             if give_up():
@@ -271,27 +433,31 @@ def _stage_rows(
 def _column_types(
     query: Query,
     csv_path: Path,
-    stored: StoredColumns | None,
+    stored_types: Mapping[str, str],
     earlier: Mapping[str, str],
     on_guess: Callable[[arrow_csv.ResolvedTypes], None] | None = None,
+    *,
+    refresh: bool = False,
+    api_schema: Mapping[str, str] | None = None,
+    watch: Collection[str] = (),
+    block_size: int = arrow_csv.DEFAULT_BLOCK_SIZE,
 ) -> arrow_csv.ResolvedTypes:
-    stored_types: dict[str, str] = {}
-    if stored is not None:
-        header = arrow_csv.read_header(csv_path)
-        stored_types = stored_sigma_types(
-            stored.columns, header, normalize_name=stored.normalize_name
-        )
-    stored_types.update(earlier)
+    binding = {} if refresh else dict(stored_types)
+    binding.update(earlier)
     if query.config.cursor:
         # A window with no rows would infer the cursor as text; Sigma cursors are timestamps
         # unless the query declares otherwise (`columns={'day': 'date'}`).
-        stored_types.setdefault(query.config.cursor, "timestamp")
+        binding.setdefault(query.config.cursor, "timestamp")
     return arrow_csv.resolve_file_types(
         csv_path,
         query_name=query.name,
         declared=dict(query.config.columns or {}),
-        stored=stored_types,
+        api_schema=api_schema,
+        stored=binding,
         on_guess=on_guess,
+        if_no_values=stored_types if refresh else None,
+        watch=watch,
+        block_size=block_size,
     )
 
 
@@ -349,3 +515,26 @@ def _as_utc_datetime(value: Any) -> datetime | None:
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
     raise TypeError(f"unsupported cursor value {value!r}")
+
+
+# --- A table the load replaces, rebuilt when its column types change -------------------------
+
+
+def retyped_columns(
+    dlt_columns: Mapping[str, Mapping[str, Any]],
+    rows: pa.Schema,
+    *,
+    normalize_name: Callable[[str], str] | None = None,
+) -> dict[str, tuple[str, str]]:
+    """{column: (type the table holds, type of the rows)} for each column that differs.
+
+    `dlt_columns` are the table's columns in dlt's schema; `rows` the Arrow schema of the
+    rows about to be loaded. Columns only one side has are no change of type.
+    """
+    stored = stored_sigma_types(dlt_columns, rows.names, normalize_name=normalize_name)
+    changed = {}
+    for field in rows:
+        new = sigma_type_from_arrow(field.type)
+        if field.name in stored and new is not None and new != stored[field.name]:
+            changed[field.name] = (stored[field.name], new)
+    return changed

@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,3 +102,25 @@ def one_line_error(result: Result) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     return lines[0]
+
+
+@contextmanager
+def duckdb_held_by_another_process(path: Path, seconds: float | None = None) -> Iterator[None]:
+    """Another process (as a load would) holds the DuckDB file open for writing: for the
+    block, or for `seconds` from the start of the block when given."""
+    script = (
+        "import sys, time, duckdb\n"
+        "connection = duckdb.connect(sys.argv[1])\n"
+        "print('held', flush=True)\n"
+        "time.sleep(float(sys.argv[2])) if len(sys.argv) > 2 else sys.stdin.read()\n"
+        "connection.close()\n"
+    )
+    args = [sys.executable, "-c", script, str(path), *([str(seconds)] if seconds else [])]
+    holder = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        if holder.stdin is not None:
+            holder.stdin.close()
+        holder.wait(timeout=30)

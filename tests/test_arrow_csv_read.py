@@ -245,6 +245,74 @@ def test_each_type_rejects_what_does_not_fit_it(
         list(read_batches(path, {"id": "varchar", "v": sigma_type}, query_name="q"))
 
 
+@pytest.mark.parametrize(
+    ("sigma_type", "accepted", "refused"),
+    [
+        # The CSV reader takes numbers with surrounding spaces; Arrow's casts do not.
+        ("bigint", " 5", "x"),
+        ("double", " 1.5", "1,5"),
+        # The reader takes 123456789.5 as a decimal(10,2) (the precision check comes later)
+        # but refuses 1.234, which would lose a digit.
+        ("decimal(10,2)", "123.5", "1.234"),
+        ("boolean", "TRUE", " true"),
+    ],
+)
+def test_the_value_named_is_the_one_the_reader_refused(
+    result_file: WriteFile, sigma_type: str, accepted: str, refused: str
+) -> None:
+    path = result_file(f'v\n"{accepted}"\n\n"{refused}"\n"{accepted}"\n')
+    with pytest.raises(CSVTypeError) as raised:
+        list(read_batches(path, {"v": sigma_type}, query_name="q"))
+    assert f"row 3: value {refused!r} is not a valid {sigma_type}" in str(raised.value)
+
+
+def test_a_bad_value_is_found_by_the_reader_deep_in_a_file(result_file: WriteFile) -> None:
+    rows = [f" {n}" for n in range(20_000)]
+    rows[12_345] = "12 345"
+    path = result_file("amount\n" + "\n".join(rows) + "\n")
+    with pytest.raises(CSVTypeError, match=r"row 12346: value '12 345' is not a valid bigint"):
+        list(read_batches(path, {"amount": "bigint"}, query_name="q", block_size=4096))
+
+
+@pytest.mark.parametrize(
+    ("sigma_type", "fits", "too_large", "digits"),
+    [
+        ("decimal(10,2)", "-99999999.99", "123456789.5", 8),
+        ("decimal(10,2)", "99999999.99", "-100000000", 8),
+        ("decimal(38,18)", "99999999999999999999.999999999999999999", "1" * 21 + ".5", 20),
+        ("decimal(3,3)", "0.999", "1.5", 0),
+    ],
+)
+def test_a_decimal_beyond_its_precision_is_a_type_violation(
+    result_file: WriteFile, sigma_type: str, fits: str, too_large: str, digits: int
+) -> None:
+    """The reader rescales a value to the column's scale without checking the precision."""
+    rows = [fits, "", fits] * 3000 + [too_large, fits]
+    path = result_file("id,amount\n" + "".join(f"r{n},{v}\n" for n, v in enumerate(rows)))
+    resolved = resolve_column_types(["id", "amount"], stored={"amount": sigma_type})
+    with pytest.raises(CSVTypeError) as raised:
+        list(read_batches(path, resolved, query_name="fees", block_size=4096))
+    message = str(raised.value)
+    assert message == (
+        f"query 'fees': column 'amount' ({sigma_type}, as stored by earlier loads), "
+        f"row {len(rows) - 1}: value {too_large!r} is not a valid {sigma_type}: more than "
+        f"{digits} digit{'s' if digits != 1 else ''} before the decimal point; reload the "
+        "table with --full-refresh (declare the column's type in config(columns=…) if "
+        "inference would not give the type you want)"
+    )
+
+
+def test_decimals_within_their_precision_read_back_exactly(result_file: WriteFile) -> None:
+    path = result_file("amount\n99999999.99\n-99999999.99\n0.01\n\n")
+    table = read_table(path, {"amount": "decimal(10,2)"})
+    assert table["amount"].to_pylist() == [
+        Decimal("99999999.99"),
+        Decimal("-99999999.99"),
+        Decimal("0.01"),
+        None,
+    ]
+
+
 # --- Files that are not Sigma CSV ---------------------------------------------------------
 
 

@@ -111,6 +111,59 @@ def test_resolving_a_file_infers_only_what_no_other_rule_knows(tmp_path: Path) -
     assert resolved.rules == {"id": "inferred", "amount": "declared", "captured": "inferred"}
 
 
+def test_columns_without_any_value_are_varchar_and_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "charges.csv"
+    path.write_text("id,amount,note,flag\nch_1,,,\nch_2,5,,\n", encoding="utf-8")
+    resolved = resolve_file_types(path, query_name="charges", declared={"flag": "boolean"})
+    assert resolved.types == {
+        "id": "varchar",
+        "amount": "bigint",
+        "note": "varchar",
+        "flag": "boolean",
+    }
+    assert resolved.valueless == {"note"}  # a declared column is typed by decision
+
+
+def test_a_header_only_result_has_every_inferred_column_valueless(tmp_path: Path) -> None:
+    path = tmp_path / "charges.csv"
+    path.write_text("id,amount\n", encoding="utf-8")
+    resolved = resolve_file_types(path, query_name="charges")
+    assert resolved.types == {"id": "varchar", "amount": "varchar"}
+    assert resolved.valueless == {"id", "amount"}
+
+
+def test_a_column_without_values_takes_its_type_from_if_no_values(tmp_path: Path) -> None:
+    """What a full refresh does: stored types do not bind, but an empty column keeps its type."""
+    path = tmp_path / "charges.csv"
+    path.write_text("id,amount,fee\nch_1,,1.5\n", encoding="utf-8")
+    table = {"id": "varchar", "amount": "bigint", "fee": "bigint"}
+    resolved = resolve_file_types(path, query_name="charges", if_no_values=table)
+    assert resolved.types == {"id": "varchar", "amount": "bigint", "fee": "double"}
+    assert resolved.rules == {"id": "inferred", "amount": "stored", "fee": "inferred"}
+    assert resolved.valueless == set()
+
+
+def test_watched_columns_report_what_their_values_suggest(tmp_path: Path) -> None:
+    path = tmp_path / "charges.csv"
+    path.write_text("id,amount,note,empty\nch_1,5,x,\n", encoding="utf-8")
+    stored = dict.fromkeys(["id", "amount", "note", "empty"], "varchar")
+    resolved = resolve_file_types(
+        path, query_name="charges", stored=stored, watch=["amount", "note", "empty", "gone"]
+    )
+    assert resolved.types == stored  # watching never changes a type
+    assert resolved.suggested == {"amount": "bigint", "note": "varchar", "empty": None}
+
+
+def test_watched_columns_share_the_inference_pass_of_unresolved_ones(tmp_path: Path) -> None:
+    path = tmp_path / "charges.csv"
+    path.write_text("id,amount,created\nch_1,5,2025-04-01 12:00:00\n", encoding="utf-8")
+    resolved = resolve_file_types(
+        path, query_name="charges", stored={"amount": "varchar"}, watch=["amount"]
+    )
+    assert resolved.types == {"id": "varchar", "amount": "varchar", "created": "timestamp"}
+    assert resolved.suggested == {"amount": "bigint"}
+
+
 # --- Stability over two loads, through a real dlt pipeline into DuckDB -------------------
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from datetime import datetime, timedelta
 
 import duckdb
 import pytest
@@ -11,6 +12,7 @@ from tests.cli_helpers import (
     BALANCE_TRANSACTIONS_SQL,
     CUSTOMERS_BY_COUNTRY_SQL,
     CliProject,
+    duckdb_held_by_another_process,
     one_line_error,
 )
 
@@ -115,10 +117,31 @@ def test_ls_of_a_missing_project_folder_exits_2(cli):
     assert "'nowhere': no such folder" in one_line_error(result)
 
 
-def test_ls_of_a_duckdb_file_in_use_exits_1_with_one_line_naming_the_destination(cli):
+def test_ls_of_a_duckdb_file_a_load_holds_shows_the_local_state_with_a_note(cli, monkeypatch):
+    assert cli.invoke("run").exit_code == 0
+    before = cli.json("ls")
+    monkeypatch.setattr("sigma_source.history.BUSY_WAIT_SECONDS", 0.5)
+
+    with duckdb_held_by_another_process(cli.duckdb_path):
+        result = cli.invoke("ls", "--format", "json")
+
+    assert result.exit_code == 0
+    listed = json.loads(result.stdout)
+    assert [entry["last_cursor"] for entry in listed] == [e["last_cursor"] for e in before]
+    for entry, earlier in zip(listed, before, strict=True):
+        assert abs(_parsed(entry["last_loaded_at"]) - _parsed(earlier["last_loaded_at"])) < (
+            timedelta(seconds=1)
+        )
+    assert result.stderr.startswith("note: the DuckDB file ")
+    assert "held by another process (a load?): showing the pipeline's local state" in (
+        result.stderr
+    )
+
+
+def test_ls_of_a_duckdb_file_that_cannot_be_opened_exits_1_with_one_line(cli):
     assert cli.invoke("run").exit_code == 0
 
-    with duckdb.connect(str(cli.duckdb_path)):  # a writer holds the file
+    with duckdb.connect(str(cli.duckdb_path)):  # this process holds it with other settings
         result = cli.invoke("ls")
 
     assert result.exit_code == 1

@@ -17,7 +17,7 @@ from sigma_source.progress import JSON_KEYS, LineDisplay, LiveDisplay, RunTracke
 from tests.cli_helpers import BROKEN_SQL, CUSTOMERS_BY_COUNTRY_SQL, CliProject
 from tests.loader_helpers import LoaderHarness
 
-ORDER = ["rendering", "running", "downloading", "staging", "loading", "loaded"]
+ORDER = ["rendering", "running", "downloading", "staging", "waiting", "loading", "loaded"]
 LINE = re.compile(r"(\d\d:\d\d:\d\d) (\w+) (.*)")
 
 
@@ -35,6 +35,7 @@ def _phases(lines: list[str], query: str) -> list[str]:
         "running": "running",
         "downloading": "downloading",
         "reading": "staging",
+        "staged": "waiting",
         "loading": "loading",
         "loaded": "loaded",
         "failed": "failed",

@@ -13,7 +13,7 @@ from tests.cli_helpers import (
     CliProject,
 )
 
-PHASES = {"rendering", "running", "downloading", "staging", "loading"}
+PHASES = {"rendering", "running", "downloading", "staging", "waiting", "loading"}
 
 
 @pytest.fixture

@@ -110,7 +110,8 @@ def test_runs_and_ls_read_a_postgres_destination(cli, monkeypatch):
         listed = cli.json("ls", *where)
     finally:
         with connection.cursor() as cursor:
-            cursor.execute(f'drop schema if exists "{dataset}" cascade')
+            for schema in (dataset, f"{dataset}_staging"):
+                cursor.execute(f'drop schema if exists "{schema}" cascade')
         connection.close()
 
     assert {row["status"] for row in history} == {"succeeded"}

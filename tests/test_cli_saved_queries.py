@@ -258,7 +258,7 @@ def test_delete_asks_first_and_does_nothing_without_a_yes(cli):
     result = cli.invoke("saved-queries", "delete", "--select", "customers_by_country", input="n\n")
 
     assert result.exit_code == 1
-    assert f"Delete 1 saved queries from Stripe: customers_by_country ({saved_id})?" in (
+    assert f"Delete 1 saved query from Stripe: customers_by_country ({saved_id})?" in (
         result.stdout
     )
     assert "nothing deleted" in result.stderr

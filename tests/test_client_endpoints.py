@@ -9,6 +9,7 @@ from datetime import datetime
 import pytest
 
 from sigma_source.client import ClientConfig, SigmaClient
+from sigma_source.emulator import Fault
 from sigma_source.errors import InvalidRequestError
 
 API_KEY = "rk_test_51ClientSuiteSecretKey000000000000000000000042"
@@ -125,6 +126,23 @@ def test_wait_returns_the_succeeded_run_with_its_file(client):
     assert waited.run.finalized_at is not None
     assert waited.polls >= 1
     assert waited.seconds >= 0
+
+
+def test_wait_accepts_a_run_completed_with_a_file_as_older_api_versions_say(
+    client, emulator, tmp_path
+):
+    emulator.add_fault(Fault(kind="run_status", run_status="completed"))
+    run = client.create_query_run(SQL)
+
+    waited = client.wait(run.id)
+
+    assert waited.run.status == "completed"
+    assert waited.run.file_id.startswith("file_")
+    client.download_file(waited.run.file_id, tmp_path / "completed.csv")
+    with (tmp_path / "completed.csv").open(newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["id", "amount", "currency"]
+    assert len(rows) == 1 + 5
 
 
 def test_wait_counts_every_poll_and_shows_each_to_on_poll(client, emulator):

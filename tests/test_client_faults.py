@@ -37,6 +37,7 @@ FAST = {
 }
 SQL = "select id, amount from balance_transactions order by id limit 20"
 RUNS = "/v1/sigma/query_runs"
+TIMEOUT = 0.3  # request_timeout of the impatient client; the faults outlast it
 
 
 @pytest.fixture
@@ -53,8 +54,23 @@ def result_file(client):
     return client.wait(client.create_query_run(SQL).id).run.file_id
 
 
+@pytest.fixture
+def impatient_client(emulator):
+    """A client that gives up on an answer (or a stalled download) after 0.3 s."""
+    settings = FAST | {"request_timeout": TIMEOUT}
+    with SigmaClient(
+        ClientConfig(api_key=API_KEY, api_base=emulator.url, files_base=emulator.url, **settings)
+    ) as sigma:
+        yield sigma
+
+
 def sent(emulator, mark, method, path_fragment):
     return [r for r in emulator.requests[mark:] if r.method == method and path_fragment in r.path]
+
+
+def last_request_id(emulator, method, path_fragment):
+    """The Request-Id of the last answer the emulator gave to such a request."""
+    return sent(emulator, 0, method, path_fragment)[-1].request_id
 
 
 # ---- retried, then success
@@ -143,6 +159,79 @@ def test_an_unreachable_host_is_a_network_error():
         client.retrieve_query_run("qry_whatever")
 
 
+# ---- timeouts (an answer or a download slower than request_timeout)
+
+
+def test_an_answer_later_than_the_timeout_is_retried_then_succeeds(impatient_client, emulator):
+    saved = impatient_client.create_saved_query(SQL)
+    emulator.add_fault(Fault(kind="delay", seconds=3, method="GET", path="/saved_queries/"))
+    mark = len(emulator.requests)
+    started = time.monotonic()
+
+    fetched = impatient_client.retrieve_saved_query(saved.id)
+
+    assert fetched.id == saved.id
+    assert len(sent(emulator, mark, "GET", "/saved_queries/")) == 2
+    assert TIMEOUT <= time.monotonic() - started < 3
+
+
+def test_a_create_that_timed_out_is_retried_with_its_key_and_starts_one_run(
+    impatient_client, emulator
+):
+    emulator.add_fault(Fault(kind="delay", seconds=3, method="POST", path=f"^{RUNS}$"))
+    before = emulator.created_query_run_count
+    mark = len(emulator.requests)
+
+    run = impatient_client.create_query_run(SQL)
+
+    posts = sent(emulator, mark, "POST", RUNS)
+    assert len(posts) == 2
+    assert posts[0].headers["Idempotency-Key"] == posts[1].headers["Idempotency-Key"]
+    assert emulator.created_query_run_count == before + 1
+    assert list(emulator.query_runs) == [run.id]
+    assert impatient_client.wait(run.id).run.file_id
+
+
+def test_an_answer_that_never_comes_in_time_is_a_network_error(impatient_client, emulator):
+    emulator.add_fault(Fault(kind="delay", seconds=3, method="GET", times=MAX_ATTEMPTS))
+
+    with pytest.raises(NetworkError, match=f"Timeout after {MAX_ATTEMPTS} attempts") as caught:
+        impatient_client.retrieve_query_run("qry_whatever")
+
+    assert caught.value.endpoint == "GET /v1/sigma/query_runs/qry_whatever"
+
+
+def test_a_download_that_stalls_is_retried_and_completes(
+    impatient_client, emulator, result_file, tmp_path
+):
+    clean = tmp_path / "clean.csv"
+    size = impatient_client.download_file(result_file, clean)
+    emulator.add_fault(Fault(kind="stall", path="/contents", fraction=0.5, seconds=3))
+    mark = len(emulator.requests)
+    dest = tmp_path / "stalled.csv"
+
+    received = impatient_client.download_file(result_file, dest, expected_size=size)
+
+    assert received == size
+    assert dest.read_bytes() == clean.read_bytes()
+    assert len(sent(emulator, mark, "GET", "/contents")) == 2
+
+
+def test_a_download_that_stalls_every_time_is_a_download_error_counting_what_arrived(
+    impatient_client, emulator, result_file, tmp_path
+):
+    size = impatient_client.retrieve_file(result_file).size
+    emulator.add_fault(
+        Fault(kind="stall", path="/contents", fraction=0.5, seconds=3, times=DOWNLOAD_ATTEMPTS)
+    )
+
+    with pytest.raises(DownloadError) as caught:
+        impatient_client.download_file(result_file, tmp_path / "never.csv")
+
+    assert f"received {int(size * 0.5)} of {size} bytes" in str(caught.value)
+    assert f"no data for {TIMEOUT:g} s: request_timeout" in str(caught.value)
+
+
 # ---- idempotency
 
 
@@ -207,6 +296,20 @@ def test_an_error_carries_stripes_type_and_code(client, emulator):
     assert "(secret_key_required)" in str(caught.value)
 
 
+def test_an_answer_of_the_wrong_shape_names_the_endpoint_and_request_id(client, emulator):
+    run = client.create_query_run(SQL)
+    emulator.add_fault(Fault(kind="body", body={"object": "surprise"}, method="GET", path=RUNS))
+
+    with pytest.raises(APIServerError, match="unexpected QueryRun object") as caught:
+        client.retrieve_query_run(run.id)
+
+    request_id = last_request_id(emulator, "GET", f"{RUNS}/{run.id}")
+    assert caught.value.endpoint == f"GET {RUNS}/{run.id}"
+    assert caught.value.request_id == request_id
+    assert str(caught.value).startswith(f"GET {RUNS}/{run.id}: HTTP 200: ")
+    assert str(caught.value).endswith(f"[Request-Id {request_id}]")
+
+
 def test_a_body_that_is_not_json_is_an_api_server_error_with_the_request_id(client, emulator):
     emulator.add_fault(Fault(kind="malformed_json", method="POST", path=RUNS))
 
@@ -245,6 +348,51 @@ def test_a_run_that_ends_without_a_result_is_a_query_run_error(
     assert str(caught.value).startswith(f"query run {run.id} {expected_status}: ")
 
 
+def test_a_multi_line_failure_message_from_stripe_is_one_line_and_whole(client, emulator):
+    message = "line 3:8: Column 'nope' cannot be resolved\n  select nope\n         ^\n"
+    emulator.add_fault(Fault(kind="run_status", run_status="failed", message=message))
+    run = client.create_query_run(SQL)
+
+    with pytest.raises(QueryRunError) as caught:
+        client.wait(run.id)
+
+    line = str(caught.value)
+    assert "\n" not in line
+    assert "line 3:8: Column 'nope' cannot be resolved select nope ^" in line
+
+
+def test_a_multi_line_error_answer_is_one_line_and_whole(client, emulator):
+    emulator.add_fault(
+        Fault(kind="status", status=400, method="POST", message="Bad sql:\n\tline 1\r\n  ^")
+    )
+
+    with pytest.raises(InvalidRequestError) as caught:
+        client.create_query_run(SQL)
+
+    assert "\n" not in str(caught.value) and "\r" not in str(caught.value)
+    assert str(caught.value).startswith("POST /v1/sigma/query_runs: HTTP 400 ")
+    assert "Bad sql: line 1 ^ [Request-Id req_" in str(caught.value)
+
+
+def test_a_query_run_error_names_the_endpoint_run_and_last_request_id(client, emulator):
+    emulator.add_fault(Fault(kind="run_status", run_status="failed", message="Boom"))
+    run = client.create_query_run(SQL)
+
+    with pytest.raises(QueryRunError) as caught:
+        client.wait(run.id)
+
+    request_id = last_request_id(emulator, "GET", f"{RUNS}/{run.id}")
+    failure = caught.value
+    assert (failure.run_id, failure.endpoint, failure.request_id) == (
+        run.id,
+        f"GET {RUNS}/{run.id}",
+        request_id,
+    )
+    assert str(failure) == (
+        f"query run {run.id} failed: Boom (GET {RUNS}/{run.id}) [Request-Id {request_id}]"
+    )
+
+
 def test_a_sql_error_fails_the_run_with_the_engines_message(client):
     run = client.create_query_run("select no_such_column from balance_transactions")
 
@@ -267,6 +415,10 @@ def test_a_run_still_running_at_the_deadline_is_a_poll_timeout(client, emulator)
     assert caught.value.run_id == run.id
     assert caught.value.status == "running"
     assert "poll_timeout" in str(caught.value)
+    request_id = last_request_id(emulator, "GET", f"{RUNS}/{run.id}")
+    assert caught.value.endpoint == f"GET {RUNS}/{run.id}"
+    assert caught.value.request_id == request_id
+    assert str(caught.value).endswith(f"(GET {RUNS}/{run.id}) [Request-Id {request_id}]")
 
 
 # ---- downloads
@@ -301,10 +453,42 @@ def test_a_download_truncated_every_time_is_a_download_error(
 
     message = str(caught.value)
     assert result_file in message
-    assert f"of {size} bytes" in message
+    # What did arrive, half the file, not only the chunks the reader had finished (0).
+    assert f"received {int(size * 0.5)} of {size} bytes" in message
     assert f"after {DOWNLOAD_ATTEMPTS} attempts" in message
     assert len(sent(emulator, mark, "GET", "/contents")) == DOWNLOAD_ATTEMPTS
     assert not dest.exists()
+
+
+def test_a_download_error_names_the_endpoint_run_and_last_request_id(
+    client, emulator, result_file, tmp_path
+):
+    [run_id] = list(emulator.query_runs)
+    emulator.add_fault(Fault(kind="truncate", path="/contents", times=None))
+
+    with pytest.raises(DownloadError) as caught:
+        client.download_file(result_file, tmp_path / "never.csv", query_run_id=run_id)
+
+    endpoint = f"GET /v1/files/{result_file}/contents"
+    request_id = last_request_id(emulator, "GET", "/contents")
+    failure = caught.value
+    assert (failure.endpoint, failure.run_id, failure.request_id) == (endpoint, run_id, request_id)
+    assert str(failure).startswith(f"{endpoint}: result of query run {run_id}: received ")
+    assert str(failure).endswith(f"[Request-Id {request_id}]")
+
+
+def test_an_api_error_of_a_download_names_the_run_it_was_the_result_of(
+    client, emulator, result_file, tmp_path
+):
+    [run_id] = list(emulator.query_runs)
+    emulator.add_fault(Fault(kind="status", status=503, path="/contents", times=None))
+
+    with pytest.raises(APIServerError) as caught:
+        client.download_file(result_file, tmp_path / "never.csv", query_run_id=run_id)
+
+    assert caught.value.endpoint == f"GET /v1/files/{result_file}/contents"
+    assert f"result of query run {run_id}: " in str(caught.value)
+    assert caught.value.request_id == last_request_id(emulator, "GET", "/contents")
 
 
 def test_a_download_of_the_wrong_size_is_a_download_error(client, result_file, tmp_path):

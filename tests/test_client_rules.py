@@ -23,10 +23,13 @@ from sigma_source.client import (
 from sigma_source.errors import (
     APIServerError,
     AuthenticationError,
+    DownloadError,
     IdempotencyError,
     InvalidRequestError,
+    PollTimeoutError,
     QueryRunError,
     RateLimitError,
+    SigmaAPIError,
     SigmaPermissionError,
 )
 
@@ -294,3 +297,21 @@ def test_file_object_fields():
         "sigma_scheduled_query",
         "csv",
     )
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        SigmaAPIError("a\nb\r\n\tc ", endpoint="GET /v1/x", http_status=500, request_id="req_1"),
+        QueryRunError("a\nb\r\n\tc ", run_id="qry_1", status="failed", request_id="req_1"),
+        PollTimeoutError("a\nb\r\n\tc ", run_id="qry_1", endpoint="GET /v1/x"),
+        DownloadError("a\nb\r\n\tc ", endpoint="GET /v1/files/f/contents", run_id="qry_1"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_every_client_error_prints_one_line_keeping_the_whole_message(error):
+    line = str(error)
+
+    assert "\n" not in line and "\r" not in line and "\t" not in line
+    assert "a b c" in line
+    assert error.message == "a b c"

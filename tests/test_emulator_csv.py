@@ -64,6 +64,21 @@ def test_null_is_an_empty_field(result_csv):
     assert content == b"a,b,c\n,1,\n"
 
 
+def test_an_empty_string_is_an_empty_field_as_null_is(result_csv):
+    # Sigma's CSV cannot tell an empty string from NULL: both are an empty field, never `""`.
+    content = result_csv(
+        "select '' as a, cast(null as varchar) as b, 'x' as c, '' as a, 1 as n order by n"
+    )
+
+    assert content == b"a,b,c,a_1,n\n,,x,,1\n"
+
+
+def test_text_that_only_looks_empty_keeps_its_quotes(result_csv):
+    content = result_csv("select ' ' as space, '\"\"' as quotes, 'a,b' as comma")
+
+    assert content == b'space,quotes,comma\n ,"""""","a,b"\n'
+
+
 def test_a_row_whose_only_column_is_null_is_an_empty_line(result_csv):
     # Readers that skip blank lines (pyarrow's default) would lose this row.
     content = result_csv("select * from (values ('a'), (null), ('b')) as t(letter)")

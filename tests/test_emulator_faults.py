@@ -153,6 +153,38 @@ def test_a_retry_after_drop_after_with_the_same_key_replays_the_run(emulator, si
     assert emulator.created_query_run_count == 1
 
 
+# --- late answers ---------------------------------------------------------------------------
+
+
+def test_delay_does_the_work_then_answers_seconds_late(emulator, sigma_http):
+    emulator.add_fault(Fault(kind="delay", seconds=0.5, method="POST", path=f"^{RUNS}$"))
+    started = time.monotonic()
+
+    response = sigma_http.post(f"{emulator.url}{RUNS}", data={"sql": "select 1"})
+
+    assert response.status_code == 200
+    assert time.monotonic() - started >= 0.5
+    assert [response.json()["id"]] == list(emulator.query_runs)
+
+
+def test_a_client_that_stops_waiting_for_a_delayed_answer_times_out_but_the_work_is_done(
+    emulator, sigma_http
+):
+    emulator.add_fault(Fault(kind="delay", seconds=5, method="POST", path=f"^{RUNS}$"))
+    started = time.monotonic()
+
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        sigma_http.post(f"{emulator.url}{RUNS}", data={"sql": "select 1"}, timeout=0.2)
+
+    assert time.monotonic() - started < 2
+    assert emulator.created_query_run_count == 1
+
+
+def test_a_fault_cannot_wait_negative_seconds():
+    with pytest.raises(ValueError, match="seconds"):
+        Fault(kind="delay", seconds=-1)
+
+
 # --- malformed answers ----------------------------------------------------------------------
 
 
@@ -164,6 +196,16 @@ def test_malformed_json_answers_200_with_a_body_that_is_not_json(emulator, sigma
     assert response.status_code == 200
     with pytest.raises(json.JSONDecodeError):
         json.loads(response.text)
+
+
+def test_body_answers_200_with_the_given_json_instead_of_the_object(emulator, sigma_http):
+    emulator.add_fault(Fault(kind="body", body={"object": "surprise"}, method="GET"))
+
+    response = sigma_http.get(f"{emulator.url}{SCHEDULED}")
+
+    assert response.status_code == 200
+    assert response.json() == {"object": "surprise"}
+    assert response.headers["Request-Id"] == emulator.requests[-1].request_id
 
 
 # --- downloads ------------------------------------------------------------------------------
@@ -209,6 +251,33 @@ def test_slow_throttles_a_download_to_bytes_per_second(emulator, sigma_http, res
     assert elapsed >= 0.2
 
 
+def test_stall_pauses_a_download_part_way_then_sends_the_rest(emulator, api_key, result_file):
+    size = file_size(emulator, api_key, result_file)
+    emulator.add_fault(Fault(kind="stall", path="/contents", fraction=0.5, seconds=0.5))
+    connection = http.client.HTTPConnection("127.0.0.1", emulator.port, timeout=5)
+    connection.request(
+        "GET", f"/v1/files/{result_file}/contents", headers={"Authorization": f"Bearer {api_key}"}
+    )
+    response = connection.getresponse()
+
+    first = response.read(int(size * 0.5))
+    started = time.monotonic()
+    rest = response.read()
+    connection.close()
+
+    assert time.monotonic() - started >= 0.45
+    assert len(first) + len(rest) == size
+
+
+def test_a_client_with_a_shorter_timeout_gives_up_on_a_stalled_download(
+    emulator, sigma_http, result_file
+):
+    emulator.add_fault(Fault(kind="stall", path="/contents", fraction=0.5, seconds=5))
+
+    with pytest.raises(requests.exceptions.ConnectionError, match="timed out"):
+        sigma_http.get(f"{emulator.url}/v1/files/{result_file}/contents", timeout=0.2)
+
+
 def test_expire_file_answers_404_for_the_file_and_its_contents(emulator, sigma_http, result_file):
     emulator.add_fault(Fault(kind="expire_file", path=result_file, times=None))
 
@@ -249,6 +318,18 @@ def test_run_status_no_file_succeeds_without_a_file(emulator, run_query):
     run = run_query("select 1")
 
     assert (run["status"], run["result"]["file"]) == ("succeeded", None)
+
+
+def test_run_status_completed_succeeds_with_its_file_under_the_older_name(
+    emulator, run_query, sigma_http
+):
+    emulator.add_fault(Fault(kind="run_status", run_status="completed"))
+
+    run = run_query("select 7 as n")
+
+    assert (run["status"], run["error"]) == ("completed", None)
+    contents = sigma_http.get(f"{emulator.url}/v1/files/{run['result']['file']}/contents")
+    assert contents.content == b"n\n7\n"
 
 
 def test_run_status_can_be_a_status_stripe_never_documented(emulator, run_query):

@@ -68,6 +68,17 @@ def test_bad_sql_fails_the_run_with_duckdbs_message_on_one_line(run_query):
     assert "\n" not in run["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    "sql", ["select 7 as n;", "select 7 as n -- a closing comment", "select 7 as n /* note */ ;"]
+)
+def test_a_closing_semicolon_or_comment_is_fine(emulator, run_query, sigma_http, sql):
+    run = run_query(sql)
+
+    assert run["status"] == "succeeded", run["error"]
+    contents = sigma_http.get(f"{emulator.url}/v1/files/{run['result']['file']}/contents")
+    assert contents.content == b"n\n7\n"
+
+
 def test_only_one_select_statement_may_run(run_query):
     run = run_query("create table sneaky as select 1")
 

@@ -67,19 +67,19 @@ PERMANENT: dict[str, Permanent] = {
         Fault(kind="run_status", run_status="failed", message="Query exceeded limits"),
         "Query exceeded limits",
         names_run=True,
-        names_request=False,
+        names_request=True,
     ),
     "query run canceled": Permanent(
         Fault(kind="run_status", run_status="canceled"),
         "canceled",
         names_run=True,
-        names_request=False,
+        names_request=True,
     ),
     "query run timed out": Permanent(
         Fault(kind="run_status", run_status="timed_out"),
         "timed_out",
         names_run=True,
-        names_request=False,
+        names_request=True,
     ),
     "result file expired": Permanent(
         Fault(kind="expire_file", path=DOWNLOAD), "expired", names_run=True, names_request=True
@@ -134,13 +134,13 @@ PERMANENT: dict[str, Permanent] = {
         Fault(kind="truncate", fraction=0.5, path=DOWNLOAD, times=None),
         "after 3 attempts",
         names_run=True,
-        names_request=False,
+        names_request=True,
     ),
     "query still running at poll_timeout": Permanent(
         None,
         "poll_timeout",
         names_run=True,
-        names_request=False,
+        names_request=True,
         settings=(("poll_timeout", 0.3),),
     ),
 }

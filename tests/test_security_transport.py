@@ -3,12 +3,15 @@ refused, by configuration and by redirect alike."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
+from sigma_source.client import ClientConfig
 from sigma_source.errors import ConfigError
 from tests.reliability_helpers import INCREMENTAL_SQL, CliProject
 
@@ -54,6 +57,16 @@ def test_plain_http_elsewhere_fails_the_cli_with_exit_2(project):
         "error: api_base: plain http:// is allowed only for loopback hosts (127.0.0.0/8, "
         "localhost, ::1), got http://api.stripe.com; use https://"
     )
+
+
+def test_the_readme_quotes_the_refusal_as_the_client_words_it():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    [quoted] = re.findall(r"\*\*`(plain http://[^`]*)`\.\*\*", readme)
+
+    with pytest.raises(ConfigError) as error:
+        ClientConfig(api_key="sk_test_0123456789abcdef", api_base="http://api.stripe.com")
+
+    assert quoted in str(error.value)
 
 
 class _Redirector(BaseHTTPRequestHandler):

@@ -92,6 +92,35 @@ def test_full_refresh_rebuilds_the_table_from_the_initial_value(harness, emulato
     assert harness.sql("select count(*) from sigma.balance_transactions")[0][0] == expected
 
 
+def test_full_refresh_that_loads_no_rows_still_resets_the_cursor(harness, emulator):
+    harness.run(select=["balance_transactions"])
+    # The refreshed query finds nothing (say, Sigma's data was restated): the table is emptied.
+    harness.write_query(
+        "balance_transactions",
+        """
+        {{ config(primary_key='id', cursor='created', lag='3h', initial_value='2024-01-01') }}
+        select id, amount, fee, net, currency, type, created
+        from balance_transactions
+        where 1 = 0
+        {% if is_incremental() %}
+        and created >= {{ cursor_start }} and created < {{ cursor_end }}
+        {% endif %}
+        """,
+    )
+    refreshed = harness.run(select=["balance_transactions"], full_refresh=True)
+    assert refreshed.ok, refreshed.failures
+    assert harness.sql("select count(*) from sigma.balance_transactions")[0][0] == 0
+    harness.write_query("balance_transactions", BALANCE_TRANSACTIONS_SQL)
+
+    result = harness.run(select=["balance_transactions"])
+
+    # Starting from the cursor loaded before the refresh would leave the table nearly empty.
+    assert result.ok, result.failures
+    assert "created >= timestamp '2024-01-01 00:00:00.000'" in posted_sql(emulator)[-1]
+    expected = emulator.execute("select count(*) from balance_transactions")[0][0]
+    assert harness.sql("select count(*) from sigma.balance_transactions")[0][0] == expected
+
+
 def test_replace_query_replaces_its_rows_on_every_run(harness, emulator):
     harness.run(select=["daily_revenue"])
     harness.run(select=["daily_revenue"])

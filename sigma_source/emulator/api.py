@@ -145,6 +145,8 @@ class SigmaAPI:
         self.created_query_run_count = 0
         # (SQL marker, file contents): results served as they are, for malformed-CSV tests.
         self._canned_results: list[tuple[str, bytes]] = []
+        # (SQL marker, [{name, type}]): the typed result schema a canned result's run carries.
+        self._canned_schemas: list[tuple[str, list[dict[str, str]]]] = []
         self._executor = ThreadPoolExecutor(QUERY_RUN_WORKERS, thread_name_prefix="sigma-run")
         self._routes: list[tuple[str, re.Pattern[str], Callable[..., ApiResponse]]] = [
             ("POST", re.compile(r"/v1/sigma/query_runs"), self._create_run),
@@ -178,17 +180,31 @@ class SigmaAPI:
         with self._lock:
             return {run_id: dict(run) for run_id, run in self._served_runs.items()}
 
-    def add_canned_result(self, sql_contains: str, content: bytes) -> None:
+    def add_canned_result(
+        self, sql_contains: str, content: bytes, schema: list[dict[str, str]] | None = None
+    ) -> None:
         """Runs whose SQL contains `sql_contains` end with `content` as their result file,
-        byte for byte, instead of running: a CSV no SQL could produce (ragged, not UTF-8)."""
+        byte for byte, instead of running: a CSV no SQL could produce (ragged, not UTF-8).
+
+        With `schema` ([{"name", "type"}]) the finished run also carries it as
+        `result.schema`, as the newer, typed Sigma APIs describe a result.
+        """
         if not sql_contains:
             raise ValueError("a canned result needs a non-empty sql_contains")
         with self._lock:
             self._canned_results.append((sql_contains, bytes(content)))
+            if schema is not None:
+                self._canned_schemas.append((sql_contains, [dict(c) for c in schema]))
 
     def clear_canned_results(self) -> None:
         with self._lock:
             self._canned_results.clear()
+            self._canned_schemas.clear()
+
+    def _canned_schema(self, sql: str) -> list[dict[str, str]] | None:
+        with self._lock:
+            matches = [schema for marker, schema in self._canned_schemas if marker in sql]
+        return matches[-1] if matches else None
 
     def _canned_result(self, sql: str) -> bytes | None:
         with self._lock:
@@ -275,7 +291,7 @@ class SigmaAPI:
         with self._lock:
             self._runs[run.id] = run
             self.created_query_run_count += 1
-        if run.forced is not None:
+        if run.forced is not None and not run.forced.runs_sql:
             run.finished_at = now
         else:
             self._executor.submit(self._execute, run)
@@ -314,6 +330,7 @@ class SigmaAPI:
             run.error = f"internal emulator error: {type(error).__name__}: {error}"
         else:
             run.file_id = file.id
+            run.result_schema = self._canned_schema(run.sql)
         finally:
             run.finished_at = time.time()
 

@@ -173,11 +173,18 @@ class Emulator:
     def clear_faults(self) -> None:
         self.faults.clear()
 
-    def add_canned_result(self, sql_contains: str, content: bytes | str) -> None:
+    def add_canned_result(
+        self,
+        sql_contains: str,
+        content: bytes | str,
+        schema: list[dict[str, str]] | None = None,
+    ) -> None:
         """Query runs whose SQL contains `sql_contains` get `content` as their result file,
-        exactly (str is written as UTF-8): malformed CSVs for testing a client's errors."""
+        exactly (str is written as UTF-8): malformed CSVs for testing a client's errors.
+        With `schema` ([{"name", "type"}]) the run carries it as `result.schema`, the way
+        the newer Sigma APIs give a result's column types."""
         data = content.encode("utf-8") if isinstance(content, str) else content
-        self.api.add_canned_result(sql_contains, data)
+        self.api.add_canned_result(sql_contains, data, schema)
 
     @property
     def requests(self) -> list[RecordedRequest]:

@@ -12,12 +12,15 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 # Faults that act on a request before (or instead of) its normal answer.
-REQUEST_KINDS = ("status", "drop", "drop_after", "malformed_json")
+REQUEST_KINDS = ("status", "drop", "drop_after", "delay", "malformed_json", "body")
 # Faults that act on file downloads (and, for expire_file, on the File object too).
-FILE_KINDS = ("truncate", "slow", "expire_file")
+FILE_KINDS = ("truncate", "stall", "slow", "expire_file")
 # A fault that decides how the next query runs end.
 RUN_KINDS = ("run_status",)
 KINDS = REQUEST_KINDS + FILE_KINDS + RUN_KINDS
+# `run_status` values that are a success with a result file: older API versions say
+# "completed" where newer ones say "succeeded".
+SUCCESS_STATUSES = ("succeeded", "completed")
 
 # What Stripe answers for each status when a test names none (error type, code, message).
 _DEFAULT_ERRORS: dict[int, tuple[str, str | None, str]] = {
@@ -41,11 +44,15 @@ class Fault:
 
     Kinds: `status` (answer `status` with a Stripe error body, optional `retry_after` and
     `should_retry` headers), `drop` (close without answering, before any work),
-    `drop_after` (do the work, then close without answering), `malformed_json` (200 with a
-    body that is not JSON), `truncate` (a file download stops after `fraction` of its
-    bytes), `slow` (a file download at `bytes_per_second`), `expire_file` (the file and
-    its contents answer 404), `run_status` (the next query runs end with `run_status`:
-    "failed", "canceled", "timed_out", "no_file" = succeeded without a file, or any other
+    `drop_after` (do the work, then close without answering), `delay` (do the work, then
+    answer `seconds` late: a client whose timeout is shorter gives up first), `malformed_json`
+    (200 with a body that is not JSON), `body` (200 with `body`, any JSON, instead of the
+    real object), `truncate` (a file download stops after `fraction` of its bytes), `stall`
+    (a file download pauses `seconds` after `fraction` of its bytes, then sends the rest),
+    `slow` (a file download at `bytes_per_second`), `expire_file` (the file and its
+    contents answer 404), `run_status` (the next query runs end with `run_status`:
+    "failed", "canceled", "timed_out", "no_file" = succeeded without a file, "completed" =
+    succeeded with its file under the status older API versions report, or any other
     string for a status the client does not know; `message` is the run's error message).
     """
 
@@ -63,6 +70,8 @@ class Fault:
     fraction: float = 0.5
     bytes_per_second: int = 65_536
     run_status: str = "failed"
+    seconds: float = 1.0
+    body: Any = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -73,6 +82,8 @@ class Fault:
             )
         if not 0 <= self.fraction <= 1:
             raise ValueError(f"fault fraction must be between 0 and 1, not {self.fraction}")
+        if self.seconds < 0:
+            raise ValueError(f"fault seconds must not be negative, not {self.seconds}")
         if self.bytes_per_second < 1:
             raise ValueError(
                 f"fault bytes_per_second must be positive, not {self.bytes_per_second}"
@@ -94,6 +105,11 @@ class Fault:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def runs_sql(self) -> bool:
+        """Whether a run this fault ends still runs its SQL (to have a result file)."""
+        return self.kind == "run_status" and self.run_status in SUCCESS_STATUSES
 
     def error_body(self) -> dict[str, Any]:
         """The Stripe error a `status` fault answers with."""

@@ -79,6 +79,9 @@ class QueryRun:
     finished_at: float | None = None
     file_id: str | None = None
     error: str | None = None
+    # The result's typed columns, [{name, type}], as the newer Sigma APIs give them; the v1
+    # API gives none, so only a canned result with a schema has one (see add_canned_result).
+    result_schema: list[dict[str, str]] | None = None
 
     def to_api(self, now: float) -> dict[str, Any]:
         run = {
@@ -95,11 +98,15 @@ class QueryRun:
         if self.finished_at is None or now < self.created + self.run_seconds:
             return run
         run["finalized_at"] = int(max(self.finished_at, self.created + self.run_seconds))
-        if self.forced is not None:
+        if self.forced is not None and not self.forced.runs_sql:
             return run | self._forced_outcome(self.forced)
         if self.error is not None:
             return run | {"status": "failed", "error": {"message": self.error}}
-        return run | {"status": "succeeded", "result": {"file": self.file_id}}
+        status = self.forced.run_status if self.forced is not None else "succeeded"
+        result: dict[str, Any] = {"file": self.file_id}
+        if self.result_schema is not None:
+            result["schema"] = [dict(column) for column in self.result_schema]
+        return run | {"status": status, "result": result}
 
     @staticmethod
     def _forced_outcome(fault: Fault) -> dict[str, Any]:

@@ -151,7 +151,12 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         self.emulator = emulator
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
+        self._stopping = threading.Event()
         super().__init__(address, _Handler)
+
+    def pause(self, seconds: float) -> None:
+        """Wait `seconds` (a `delay` or `stall` fault), or less if the server stops."""
+        self._stopping.wait(seconds)
 
     def process_request(self, request, client_address) -> None:  # noqa: ANN001 (stdlib API)
         with self._open_lock:
@@ -170,6 +175,7 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
     def close_open_connections(self) -> None:
+        self._stopping.set()
         with self._open_lock:
             open_sockets = list(self._open)
         for connection in open_sockets:
@@ -225,10 +231,16 @@ class _Handler(BaseHTTPRequestHandler):
             record.status = 200
             self._send_malformed(request.request_id)
             return
+        if fault is not None and fault.kind == "body":
+            record.status = 200
+            self._send_json(200, fault.body, {"Request-Id": request.request_id})
+            return
         response = self._answer(request, fault)
         if fault is not None and fault.kind == "drop_after":
             self._drop()
             return
+        if fault is not None and fault.kind == "delay":
+            self.server.pause(fault.seconds)
         # Recorded before sending: a client may inspect the log as soon as it has the answer.
         record.status = response.status
         self._send(response, request)
@@ -311,11 +323,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream_file(self, response: ApiResponse, headers: dict[str, str]) -> None:
         """Send the file in chunks (result files can be hundreds of MB), honouring a
-        `truncate` fault (stop early, then close) or a `slow` one (throttle)."""
+        `truncate` fault (stop early, then close), a `stall` one (pause part-way) or a
+        `slow` one (throttle)."""
         assert response.file is not None
         size = response.file.size
         fault = response.stream_fault
         limit = int(size * fault.fraction) if fault and fault.kind == "truncate" else size
+        stall_at = int(size * fault.fraction) if fault and fault.kind == "stall" else None
         rate = fault.bytes_per_second if fault and fault.kind == "slow" else None
         chunk_size = max(1, min(_CHUNK_BYTES, rate // 10)) if rate else _CHUNK_BYTES
         self.send_response(200)
@@ -327,7 +341,13 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             with response.file.path.open("rb") as source:
                 while sent < limit:
-                    chunk = source.read(min(chunk_size, limit - sent))
+                    if stall_at is not None and sent >= stall_at:
+                        assert fault is not None
+                        self.wfile.flush()
+                        self.server.pause(fault.seconds)
+                        stall_at = None
+                    until = limit if stall_at is None else stall_at
+                    chunk = source.read(min(chunk_size, until - sent))
                     if not chunk:
                         break
                     self.wfile.write(chunk)
