@@ -79,13 +79,14 @@ DEFAULT_BLOCK_SIZE = 1 << 20
 MAX_BLOCK_SIZE = 256 << 20
 
 FilePath = str | PathLike[str]
-Rule = Literal["declared", "api", "stored", "inferred"]
+Rule = Literal["declared", "api", "stored", "cursor", "inferred"]
 _Item = TypeVar("_Item")
 
 _RULE_TEXT: dict[str, str] = {
     "declared": "declared in config(columns=…)",
     "api": "from Sigma's result schema",
     "stored": "as stored by earlier loads",
+    "cursor": "the type a cursor column has unless config(columns=…) declares another",
     "inferred": "inferred from this file",
 }
 _DECLARE_HINT = "declare the column's type in config(columns=…)"
@@ -95,9 +96,11 @@ _RULE_HINT: dict[str, str] = {
     # table with it; declaring alone cannot change the type of a table that is not replaced.
     "stored": f"reload the table with --full-refresh ({_DECLARE_HINT} if inference would "
     "not give the type you want)",
+    "cursor": "declare the cursor's type in config(columns=…) (a date, say), or make the "
+    "query return the cursor as a timestamp",
 }
-# pyarrow's own spellings for booleans; inference only proposes the lower-case words Trino
-# writes, but a declared boolean column also takes these.
+# pyarrow's own spellings for booleans. Inference takes the words in any of these cases
+# (Trino writes lower case); a declared boolean column also takes 1 and 0.
 _TRUE_VALUES = ["true", "True", "TRUE", "1"]
 _FALSE_VALUES = ["false", "False", "FALSE", "0"]
 
@@ -149,6 +152,7 @@ def resolve_column_types(
     declared: Mapping[str, str] | None = None,
     api_schema: Mapping[str, str] | None = None,
     stored: Mapping[str, str] | None = None,
+    cursor: Mapping[str, str] | None = None,
     infer: Callable[[list[str]], Mapping[str, str]] | None = None,
     query_name: str | None = None,
     if_no_values: Mapping[str, str] | None = None,
@@ -156,7 +160,8 @@ def resolve_column_types(
     """Give every column a Sigma type; per column, the first rule that knows it wins.
 
     `columns` is the result's header. `declared`, `api_schema` and `stored` map column
-    names to Sigma types (`stored` usually comes from `stored_sigma_types`). `infer` is
+    names to Sigma types (`stored` usually comes from `stored_sigma_types`); `cursor` gives
+    an incremental query's cursor column its default type, after those three. `infer` is
     called once, with the columns no other rule typed, and only if there are any; without
     it such columns are varchar. When `infer` answers with `InferredTypes`, a column it
     found no value for takes its type from `if_no_values` (rule `stored`) if that has one:
@@ -170,6 +175,7 @@ def resolve_column_types(
         ("declared", _declared_types(declared or {}, columns, where=where)),
         ("api", {name: parse_api_type(t, column=name) for name, t in (api_schema or {}).items()}),
         ("stored", {name: parse_sigma_type(t, column=name) for name, t in (stored or {}).items()}),
+        ("cursor", {name: parse_sigma_type(t, column=name) for name, t in (cursor or {}).items()}),
     ]
     types: dict[str, str] = {}
     rules: dict[str, Rule] = {}
@@ -208,6 +214,7 @@ def resolve_file_types(
     declared: Mapping[str, str] | None = None,
     api_schema: Mapping[str, str] | None = None,
     stored: Mapping[str, str] | None = None,
+    cursor: Mapping[str, str] | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
     on_guess: Callable[[ResolvedTypes], None] | None = None,
     if_no_values: Mapping[str, str] | None = None,
@@ -231,6 +238,7 @@ def resolve_file_types(
             declared=declared,
             api_schema=api_schema,
             stored=stored,
+            cursor=cursor,
             infer=infer,
             query_name=query_name,
             if_no_values=if_no_values,
@@ -292,7 +300,7 @@ def _check_header(columns: Sequence[str], *, where: str) -> None:
         seen.add(name)
 
 
-# --- Rule 4: inference ------------------------------------------------------------------
+# --- Rule 5: inference ------------------------------------------------------------------
 #
 # A column gets the first of bigint, double, decimal, boolean, timestamp, date that every
 # non-empty value in the whole file fits, else varchar. Each column keeps the set of types
@@ -538,7 +546,7 @@ def infer_column_types(
     query_name: str | None = None,
     on_first_block: Callable[[InferredTypes], None] | None = None,
 ) -> InferredTypes:
-    """Rule 4: the narrowest Sigma type every value of each column fits, from the whole file.
+    """Rule 5: the narrowest Sigma type every value of each column fits, from the whole file.
 
     The first of these that every non-empty value fits wins:
 

@@ -813,7 +813,7 @@ class SigmaClient:
         params: dict[str, Any] = {"limit": limit}
         while True:
             page = self._http.request_answer("GET", self.config.api_base, path, params=params)
-            items = page.body.get("data") or []
+            items = _list_items(page, f"GET {path}")
             for item in items:
                 yield _parsed(ScheduledQueryRun, replace(page, body=item), f"GET {path}")
             if not page.body.get("has_more") or not items:
@@ -881,6 +881,13 @@ class SigmaClient:
             if query_run_id is None or query_run_id in e.message:
                 raise
             raise _naming_run(e, query_run_id) from e
+        except OSError as e:  # this machine's side: a full disk, a folder that is not there
+            dest.unlink(missing_ok=True)
+            if isinstance(e, requests.RequestException):  # an OSError too, but not ours
+                raise
+            raise DownloadError(
+                f"cannot write {dest}: {e.strerror or e}", endpoint=endpoint, run_id=query_run_id
+            ) from e
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
@@ -1033,6 +1040,24 @@ def _path_id(object_id: str) -> str:
     if not isinstance(object_id, str) or not object_id:
         raise ValueError(f"an object id must be a non-empty string, got {object_id!r}")
     return quote(object_id, safe="")
+
+
+def _list_items(answer: JSONAnswer, endpoint: str) -> list[Any]:
+    """The `data` of a Stripe list object; any other body is an `APIServerError`, so that a
+    wrong answer is never taken for an empty list."""
+    body = answer.body
+    if (
+        not isinstance(body, dict)
+        or body.get("object") != "list"
+        or not isinstance(body.get("data"), list)
+    ):
+        raise APIServerError(
+            "answered with something other than a list object",
+            endpoint=endpoint,
+            http_status=answer.http_status,
+            request_id=answer.request_id,
+        )
+    return body["data"]
 
 
 def _parsed(cls: Any, answer: JSONAnswer, endpoint: str) -> Any:

@@ -444,16 +444,16 @@ def _column_types(
 ) -> arrow_csv.ResolvedTypes:
     binding = {} if refresh else dict(stored_types)
     binding.update(earlier)
-    if query.config.cursor:
-        # A window with no rows would infer the cursor as text; Sigma cursors are timestamps
-        # unless the query declares otherwise (`columns={'day': 'date'}`).
-        binding.setdefault(query.config.cursor, "timestamp")
+    # A window with no rows would infer the cursor as text; Sigma cursors are timestamps
+    # unless the query declares otherwise (`columns={'day': 'date'}`).
+    cursor = {query.config.cursor: "timestamp"} if query.config.cursor else {}
     return arrow_csv.resolve_file_types(
         csv_path,
         query_name=query.name,
         declared=dict(query.config.columns or {}),
         api_schema=api_schema,
         stored=binding,
+        cursor=cursor,
         on_guess=on_guess,
         if_no_values=stored_types if refresh else None,
         watch=watch,

@@ -310,6 +310,18 @@ def test_an_answer_of_the_wrong_shape_names_the_endpoint_and_request_id(client, 
     assert str(caught.value).endswith(f"[Request-Id {request_id}]")
 
 
+def test_a_list_answer_of_the_wrong_shape_is_an_error_not_an_empty_list(client, emulator):
+    scheduled = "/v1/sigma/scheduled_query_runs"
+    wrong = Fault(kind="body", body={"object": "surprise"}, method="GET", path=scheduled)
+    emulator.add_fault(wrong)
+
+    with pytest.raises(APIServerError, match="other than a list object") as caught:
+        list(client.list_scheduled_query_runs())
+
+    assert caught.value.endpoint == f"GET {scheduled}"
+    assert caught.value.request_id == last_request_id(emulator, "GET", scheduled)
+
+
 def test_a_body_that_is_not_json_is_an_api_server_error_with_the_request_id(client, emulator):
     emulator.add_fault(Fault(kind="malformed_json", method="POST", path=RUNS))
 
@@ -475,6 +487,21 @@ def test_a_download_error_names_the_endpoint_run_and_last_request_id(
     assert (failure.endpoint, failure.run_id, failure.request_id) == (endpoint, run_id, request_id)
     assert str(failure).startswith(f"{endpoint}: result of query run {run_id}: received ")
     assert str(failure).endswith(f"[Request-Id {request_id}]")
+
+
+def test_a_file_that_cannot_be_written_is_a_download_error_naming_the_path(
+    client, emulator, result_file, tmp_path
+):
+    [run_id] = list(emulator.query_runs)
+    dest = tmp_path / "no such folder" / "result.csv"
+
+    with pytest.raises(DownloadError) as caught:
+        client.download_file(result_file, dest, query_run_id=run_id)
+
+    assert str(caught.value) == (
+        f"GET /v1/files/{result_file}/contents: result of query run {run_id}: "
+        f"cannot write {dest}: No such file or directory"
+    )
 
 
 def test_an_api_error_of_a_download_names_the_run_it_was_the_result_of(

@@ -166,6 +166,26 @@ def test_a_value_against_a_declared_type_fails_the_stage_naming_the_row(tmp_path
         stage(tmp_path, query, csv_path)
 
 
+def test_a_cursor_value_that_is_no_timestamp_fails_naming_the_cursor_rule_not_stored_types(
+    tmp_path,
+):
+    sql = (
+        "{{ config(cursor='day', primary_key='id') }}\nselect id, day from events"
+        "{% if is_incremental() %} where day >= {{ cursor_start }}{% endif %}"
+    )
+    query = write_query(tmp_path, sql, name="events")
+    csv_path = write_csv(tmp_path, "id,day", ["1,2025-04-01 12:00:00", "2,yesterday"])
+
+    with pytest.raises(CSVTypeError) as failure:
+        stage(tmp_path, query, csv_path)
+
+    message = str(failure.value)
+    assert "column 'day' (timestamp, the type a cursor column has" in message
+    assert "row 2: value 'yesterday'" in message
+    assert "declare the cursor's type in config(columns=…)" in message
+    assert "stored" not in message and "--full-refresh" not in message
+
+
 def test_a_header_only_result_stages_no_rows(tmp_path):
     query = write_query(tmp_path, "select id from charges")
     csv_path = write_csv(tmp_path, "id", [])

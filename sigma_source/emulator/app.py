@@ -307,7 +307,10 @@ def serve(
         seed=seed, scale=scale, run_seconds=run_seconds, port=port, host=host, log_requests=True
     )
     with contextlib.suppress(ValueError):  # signals can only be set in the main thread
-        signal.signal(signal.SIGTERM, _interrupt)
+        # SIGINT too: a process started in the background by a shell without job control
+        # inherits SIGINT ignored, and Python then raises no KeyboardInterrupt for Ctrl-C.
+        for stop_signal in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop_signal, _interrupt)
     emulator.start()
     try:
         print(f"Sigma emulator on {emulator.url} (seed={seed}, scale={scale})", flush=True)
