@@ -94,3 +94,15 @@ def postgres_dataset(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str
             for schema in (dataset, f"{dataset}_staging"):
                 cursor.execute(f'drop schema if exists "{schema}" cascade')
         connection.close()
+
+
+@pytest.fixture
+def cli(tmp_path: Any, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A CLI project in `tmp_path` (the working directory) with one query, against the
+    emulator. Test modules that need another project define their own `cli`."""
+    from tests.cli_helpers import CUSTOMERS_BY_COUNTRY_SQL, CliProject
+
+    monkeypatch.chdir(tmp_path)
+    project = CliProject(tmp_path, emulator)
+    project.write_query("customers_by_country", CUSTOMERS_BY_COUNTRY_SQL)
+    return project

@@ -7,26 +7,17 @@ import io
 import json
 import re
 
-import pytest
 from rich.console import Console
 
 from sigma_source.artifacts import run_and_record
 from sigma_source.emulator import Fault
 from sigma_source.events import ProgressEvent
 from sigma_source.progress import JSON_KEYS, LineDisplay, LiveDisplay, RunTracker
-from tests.cli_helpers import BROKEN_SQL, CUSTOMERS_BY_COUNTRY_SQL, CliProject
+from tests.cli_helpers import BROKEN_SQL, CUSTOMERS_BY_COUNTRY_SQL
 from tests.loader_helpers import LoaderHarness
 
 ORDER = ["rendering", "running", "downloading", "staging", "waiting", "loading", "loaded"]
 LINE = re.compile(r"(\d\d:\d\d:\d\d) (\w+) (.*)")
-
-
-@pytest.fixture
-def cli(tmp_path, emulator, monkeypatch) -> CliProject:
-    monkeypatch.chdir(tmp_path)
-    project = CliProject(tmp_path, emulator)
-    project.write_query("customers_by_country", CUSTOMERS_BY_COUNTRY_SQL)
-    return project
 
 
 def _phases(lines: list[str], query: str) -> list[str]:

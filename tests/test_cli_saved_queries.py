@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import requests
 
 from tests.cli_helpers import (
@@ -25,14 +24,6 @@ PLAIN_SQL = (
     "from customers\n"
     "group by address_country"
 )
-
-
-@pytest.fixture
-def cli(tmp_path, emulator, monkeypatch) -> CliProject:
-    monkeypatch.chdir(tmp_path)
-    project = CliProject(tmp_path, emulator)
-    project.write_query("customers_by_country", CUSTOMERS_BY_COUNTRY_SQL)
-    return project
 
 
 def _lock(cli: CliProject) -> dict:

@@ -15,21 +15,11 @@ import termios
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.cli_helpers import CUSTOMERS_BY_COUNTRY_SQL, CliProject
+from tests.cli_helpers import CliProject
 
 SIGMA_LOAD = Path(sys.executable).parent / "sigma-load"  # the console script
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d customers_by_country ", re.MULTILINE)
-
-
-@pytest.fixture
-def cli(tmp_path, emulator, monkeypatch) -> CliProject:
-    monkeypatch.chdir(tmp_path)
-    project = CliProject(tmp_path, emulator)
-    project.write_query("customers_by_country", CUSTOMERS_BY_COUNTRY_SQL)
-    return project
 
 
 def _environment(cli: CliProject, **more: str) -> dict[str, str]:

@@ -7,20 +7,10 @@ import pytest
 
 from tests.cli_helpers import (
     BALANCE_TRANSACTIONS_SQL,
-    CUSTOMERS_BY_COUNTRY_SQL,
-    CliProject,
     one_line_error,
 )
 
 RUN_ARGUMENTS = ("exclude", "full_refresh", "report", "select", "vars")
-
-
-@pytest.fixture
-def cli(tmp_path, emulator, monkeypatch) -> CliProject:
-    monkeypatch.chdir(tmp_path)
-    project = CliProject(tmp_path, emulator)
-    project.write_query("customers_by_country", CUSTOMERS_BY_COUNTRY_SQL)
-    return project
 
 
 def test_one_of_a_kind_is_singular(cli):
