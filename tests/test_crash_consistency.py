@@ -123,11 +123,14 @@ def _kill_and_rerun(
     stopped: Counter[str] = Counter()
     for name, sql in THREE_QUERIES.items():
         project.write_query(name, sql)
-    attempts = 0
+    tried: Counter[str] = Counter()
     while sum(aimed.values()) < kills_wanted:
-        attempts += 1
+        attempts = sum(tried.values()) + 1
         assert attempts <= 3 * kills_wanted, f"only {sum(aimed.values())} kills landed"
-        phase = PHASES[attempts % len(PHASES)]
+        # The phase hit least so far (of those, the one tried least): a short phase the run
+        # got through before the kill is aimed at again, so every phase gets its kills.
+        phase = min(PHASES, key=lambda name: (aimed[name], tried[name]))
+        tried[phase] += 1
         emulator.add_rows("balance_transactions", rng.randint(1, 40))
         emulator.add_rows("charges", rng.randint(1, 20))
         if _kill_during(project, emulator, phase, rng):
@@ -150,6 +153,7 @@ def _kill_and_rerun(
         assert not rerun.pipeline.has_pending_data
         _assert_consistent(project, emulator)
         assert not list((project.working_dir / "sigma_staging").glob("*")), "staging left"
+    print(f"attempts by phase: {dict(tried)}")
     return aimed, stopped
 
 
