@@ -145,8 +145,7 @@ def test_serve_prints_its_url_and_stops_cleanly_on_a_signal(api_key, stop_signal
         response = requests.get(f"{match.group(1)}{SCHEDULED}", auth=(api_key, ""))
         assert response.status_code == 200
     finally:
-        process.send_signal(stop_signal)
-        process.wait(timeout=10)
+        stop(process, stop_signal)
 
     log = process.stderr.read()
     assert process.returncode == 0, log
@@ -187,8 +186,7 @@ def test_the_emulator_command_applies_port_seed_scale_and_run_seconds(api_key):
         ran_for = time.monotonic() - started
         result = http.get(f"{url}/v1/files/{run['result']['file']}/contents").text
     finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=10)
+        stop(process, signal.SIGINT)
 
     # --scale: the row count; --run-seconds: how long the run stayed running.
     assert (settings["seed"], settings["scale"], settings["run_seconds"]) == (7, 300, 1.5)
@@ -204,6 +202,18 @@ def test_the_emulator_command_applies_port_seed_scale_and_run_seconds(api_key):
     log = process.stderr.read()
     assert process.returncode == 0, log
     assert "Traceback" not in log
+
+
+def stop(process: subprocess.Popen[str], stop_signal: int) -> None:
+    """Send `stop_signal` and wait for the exit; a server that ignores it is killed, so that
+    a failing test leaves no emulator running, and the test fails on the timeout."""
+    process.send_signal(stop_signal)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
 
 
 def free_port() -> int:
