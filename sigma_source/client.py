@@ -438,21 +438,6 @@ class StripeTransport:
         """`text` with the API key replaced by its masked form."""
         return text.replace(self._config.api_key, self._mask)
 
-    def request_json(
-        self,
-        method: str,
-        base: str,
-        path: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        form: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
-        """Send a request (retried per Stripe's rule) and return the decoded JSON object."""
-        return self.request_answer(
-            method, base, path, params=params, form=form, idempotency_key=idempotency_key
-        ).body
-
     def request_answer(
         self,
         method: str,
@@ -801,7 +786,7 @@ class SigmaClient:
 
     def delete_saved_query(self, saved_query_id: str) -> None:
         path = f"/v1/sigma/saved_queries/{_path_id(saved_query_id)}"
-        self._http.request_json("DELETE", self.config.api_base, path)
+        self._http.request_answer("DELETE", self.config.api_base, path)
 
     # ---- scheduled query runs
 
