@@ -5,8 +5,8 @@ CSV dialect, 15 columns (bigint amounts, UTC timestamps, a sparse double, quoted
 commas and newlines). Contenders, each run in its own subprocess so its peak RSS is its own:
 
 - sigma-load, types known: `read_batches` with every type resolved (a table loaded before);
-- sigma-load, infer + read: `resolve_file_types` (the whole-file inference pass) then
-  `read_batches` (a first load);
+- sigma-load, infer while reading: `InferringRead`, the one pass of a first load (types
+  inferred as the rows are parsed);
 - pyarrow read_csv: pyarrow's multi-threaded inferring reader, whole table in memory
   (`newlines_in_values=True`, which this file needs);
 - duckdb read_csv: `create table … as select * from read_csv(…)` in an in-memory DuckDB.
@@ -37,7 +37,7 @@ SEED = 1
 TABLE = "balance_transactions"
 PYARROW = "pyarrow read_csv (inferring)"
 DUCKDB = "duckdb read_csv → table"
-INFER_AND_READ = "sigma-load, infer + read"
+INFER_AND_READ = "sigma-load, infer while reading"
 CONTENDERS = ("sigma-load, types known", INFER_AND_READ, PYARROW, DUCKDB)
 
 
@@ -53,10 +53,9 @@ def _sigma_types_known(path: Path) -> int:
 
 
 def _sigma_infer_and_read(path: Path) -> int:
-    from sigma_source.arrow_csv import read_batches, resolve_file_types
+    from sigma_source.arrow_csv import InferringRead
 
-    resolved = resolve_file_types(path, query_name=TABLE)
-    return sum(batch.num_rows for batch in read_batches(path, resolved, query_name=TABLE))
+    return sum(batch.num_rows for batch in InferringRead(path, query_name=TABLE))
 
 
 def _pyarrow_read_csv(path: Path) -> int:

@@ -9,11 +9,15 @@ rule that knows it winning:
 2. `api`: a result schema returned by the API (the newer Sigma APIs return typed columns);
 3. `stored`: the type the destination already holds from earlier loads (dlt's schema), so
    a column never changes type between runs;
-4. `inferred`: one streaming, vectorized pass over the whole file (`infer_column_types`).
+4. `inferred`: the narrowest type every value in the whole file fits, checked with
+   streaming, vectorized tests (`infer_column_types`).
 
-Then the file is parsed with those types given explicitly (`read_batches`). A value that
-does not fit its column's type fails the query with one line naming the query, column,
-row and value: no silent NULLs, no variant columns.
+Then the file is parsed with those types given explicitly (`read_batches`). A first load,
+with columns to infer, does both in one pass instead (`InferringRead`): the columns to
+infer are read as text, checked and converted block by block, with the types the first
+block suggests; the rare file whose later rows need other types is read again.
+A value that does not fit its column's type fails the query with one line naming the
+query, column, row and value: no silent NULLs, no variant columns.
 
 Sigma's CSV dialect: RFC 4180 quoting (quoted values may hold commas and newlines), an
 optional UTF-8 BOM, only the empty field is NULL (`NA`, `NULL`, `nan`, `None` are data),
@@ -59,6 +63,7 @@ from sigma_source.sigma_types import (
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
     "InferredTypes",
+    "InferringRead",
     "ResolvedTypes",
     "Rule",
     "arrow_schema",
@@ -70,6 +75,7 @@ __all__ = [
     "resolve_file_types",
     "sigma_type_from_dlt_column",
     "stored_sigma_types",
+    "TypesChanged",
 ]
 
 # pyarrow parses one block at a time; the block size bounds the reader's memory. 1 MiB
@@ -216,16 +222,14 @@ def resolve_file_types(
     stored: Mapping[str, str] | None = None,
     cursor: Mapping[str, str] | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
-    on_guess: Callable[[ResolvedTypes], None] | None = None,
     if_no_values: Mapping[str, str] | None = None,
     watch: Collection[str] = (),
 ) -> ResolvedTypes:
     """`resolve_column_types` for a result file: reads its header, infers only what is left.
 
-    `on_guess`, if given, hears the types as they stand after the first block, when the
-    pass over the rest of the file is still to come (see `infer_column_types`). `watch`
-    names columns whose values the pass also reads although another rule types them; what
-    those values suggest ends up in `ResolvedTypes.suggested`.
+    `watch` names columns whose values the pass also reads although another rule types
+    them; what those values suggest ends up in `ResolvedTypes.suggested`. A first load
+    reads its file once instead, with `InferringRead`; this pass settles the types first.
     """
     header = read_header(path)
     watching = set(watch)
@@ -244,10 +248,6 @@ def resolve_file_types(
             if_no_values=if_no_values,
         )
 
-    def guessed(inferred: Mapping[str, str]) -> None:
-        if on_guess is not None:
-            on_guess(resolve(lambda _columns: inferred))
-
     def infer(columns: list[str]) -> InferredTypes:
         wanted = [*columns, *(name for name in watched if name not in columns)]
         inferred = infer_column_types(
@@ -255,7 +255,6 @@ def resolve_file_types(
             columns=wanted,
             block_size=block_size,
             query_name=query_name,
-            on_first_block=guessed,
         )
         evidence.append(inferred)
         return inferred
@@ -360,31 +359,42 @@ class _ColumnEvidence:
         """Only varchar is left: later values cannot change the answer."""
         return self.has_values and not self.candidates
 
-    def observe(self, values: pa.StringArray) -> None:
-        """Narrow the candidates by a batch of the column's values."""
+    def observe(self, values: pa.StringArray, converted: Converted | None = None) -> None:
+        """Narrow the candidates by a batch of the column's values.
+
+        Some checks convert the values (to int64, a timestamp, a date) to test them. Given
+        `converted`, each conversion of the whole batch that succeeded is kept there, by
+        type, for a caller that needs the values converted (`InferringRead`).
+        """
         if self.settled:
             return
         if values.null_count:
             values = pc.drop_null(values)
+            converted = None  # a conversion of fewer values than the batch has
         if len(values) == 0:
             return
         self.has_values = True
         first = values[0].as_py()
         if self.candidates & _NUMERIC:
-            self._observe_numbers(values, first)
+            self._observe_numbers(values, first, converted)
         shaped = (
             (BOOLEAN, _BOOLEAN_PROBE, _all_booleans),
             (TIMESTAMP, _TIMESTAMP_PROBE, _all_timestamps),
             (DATE, _DATE_PROBE, _all_dates),
         )
         for sigma_type, probe, check in shaped:
-            if sigma_type in self.candidates and not (probe.fullmatch(first) and check(values)):
+            if sigma_type in self.candidates and not (
+                probe.fullmatch(first) and check(values, converted)
+            ):
                 self.candidates.discard(sigma_type)
 
-    def _observe_numbers(self, values: pa.StringArray, first: str) -> None:
+    def _observe_numbers(
+        self, values: pa.StringArray, first: str, converted: Converted | None
+    ) -> None:
         numbers = None
         if _NUMBER_PROBE.match(first):
-            numbers = _read_numbers(values, first, check_float64=DOUBLE in self.candidates)
+            check_float64 = DOUBLE in self.candidates
+            numbers = _read_numbers(values, first, check_float64=check_float64, into=converted)
         if numbers is None:
             self.candidates -= _NUMERIC
             return
@@ -410,35 +420,44 @@ class _ColumnEvidence:
         return VARCHAR
 
 
-def _casts(values: pa.Array, to: pa.DataType) -> bool:
+# Values converted by the checks, by the type they were converted to.
+Converted = dict[pa.DataType, pa.Array]
+
+
+def _casts(values: pa.Array, to: pa.DataType, into: Converted | None = None) -> bool:
+    """Whether every value converts to `to`; the converted values go `into` if given."""
     try:
-        pc.cast(values, to)
+        converted = pc.cast(values, to)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return False
+    if into is not None:
+        into[to] = converted
     return True
 
 
-def _all_booleans(values: pa.StringArray) -> bool:
+def _all_booleans(values: pa.StringArray, _into: Converted | None = None) -> bool:
     return pc.all(pc.is_in(values, value_set=pa.array(_BOOLEAN_WORDS))).as_py()
 
 
-def _all_timestamps(values: pa.StringArray) -> bool:
+def _all_timestamps(values: pa.StringArray, into: Converted | None = None) -> bool:
     # The cast takes only YYYY-MM-DD[( |T)HH[:MM[:SS[.ffffff]]]] and checks the calendar;
     # the length keeps dates and times without seconds out.
     return pc.min(pc.binary_length(values)).as_py() >= _SHORTEST_TIMESTAMP and _casts(
-        values, pa.timestamp("us")
+        values, pa.timestamp("us"), into
     )
 
 
-def _all_dates(values: pa.StringArray) -> bool:
+def _all_dates(values: pa.StringArray, into: Converted | None = None) -> bool:
     # The cast takes only YYYY-MM-DD and checks the calendar.
-    return _casts(values, pa.date32())
+    return _casts(values, pa.date32(), into)
 
 
-def _read_numbers(values: pa.StringArray, first: str, *, check_float64: bool) -> _Numbers | None:
+def _read_numbers(
+    values: pa.StringArray, first: str, *, check_float64: bool, into: Converted | None = None
+) -> _Numbers | None:
     """Classify a batch of values as numbers, or None if some value is not a number."""
     if _INTEGER_PROBE.fullmatch(first):
-        integers = _read_integers(values, check_float64=check_float64)
+        integers = _read_integers(values, check_float64=check_float64, into=into)
         if integers is not None:
             return integers
     is_plain = pc.match_substring_regex(values, _PLAIN)
@@ -463,9 +482,11 @@ def _read_numbers(values: pa.StringArray, first: str, *, check_float64: bool) ->
     )
 
 
-def _read_integers(values: pa.StringArray, *, check_float64: bool) -> _Numbers | None:
+def _read_integers(
+    values: pa.StringArray, *, check_float64: bool, into: Converted | None = None
+) -> _Numbers | None:
     """The fast path for the common case: every value an int64 written without leading zeros."""
-    if not _casts(values, pa.int64()):
+    if not _casts(values, pa.int64(), into):
         return None
     zero_led = pc.or_(pc.starts_with(values, "0"), pc.starts_with(values, "-0"))
     if (
@@ -544,7 +565,6 @@ def infer_column_types(
     columns: Sequence[str] | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
     query_name: str | None = None,
-    on_first_block: Callable[[InferredTypes], None] | None = None,
 ) -> InferredTypes:
     """Rule 5: the narrowest Sigma type every value of each column fits, from the whole file.
 
@@ -562,11 +582,9 @@ def infer_column_types(
     - varchar: anything else, and a column that is NULL everywhere.
 
     Reads only `columns` (default: all), as strings, one block at a time, so memory stays
-    bounded whatever the file size. Most columns are decided by the first block; when some
-    are not, `on_first_block` is called with the types as they stand then (the narrowest
-    fitting so far), before the rest of the file is read: a caller can start parsing with
-    them, and keep the result if the whole pass ends with the same types. The answer is a
-    dict (`InferredTypes`) that also names the columns no value was found for.
+    bounded whatever the file size. Most columns are decided by the first block; the rest of
+    the file is read only for the others. The answer is a dict (`InferredTypes`) that also
+    names the columns no value was found for.
     """
     header = read_header(path)
     _check_header(header, where=str(path))
@@ -579,8 +597,6 @@ def infer_column_types(
     _observe(context, evidence, wanted, first_block_only=True)
     undecided = [name for name in wanted if not evidence[name].settled]
     if undecided:
-        if on_first_block is not None:
-            on_first_block(_inferred(evidence, wanted))
         # Re-reading the first block is cheaper than converting settled text columns to
         # the end of the file; observing a batch twice changes nothing.
         _observe(context, evidence, undecided, first_block_only=False)
@@ -697,6 +713,145 @@ def read_batches(
             yield batch
     if not yielded:
         yield pa.RecordBatch.from_pylist([], schema=target)
+
+
+# --- One pass that infers as it reads ---------------------------------------------------
+
+
+class TypesChanged(Exception):
+    """Values further down the file need other column types than the rows read so far got."""
+
+
+class InferringRead:
+    """Read a result file once, inferring the columns no rule types while their rows stream.
+
+    A first load would otherwise read the file twice: once to infer, once to parse
+    with the types found. Here the columns to infer are parsed as text, their values
+    checked batch by batch with the same evidence `infer_column_types` gathers, and
+    converted to the types the evidence so far supports. `types` are the types the batches
+    come with: the rules' types, and for the inferred columns the narrowest types the first
+    block fits, which nearly always hold for the whole file. When a later block needs other
+    types (integers, then 12.5), iterating raises `TypesChanged`: the caller discards the
+    rows it has and falls back to `resolve_file_types` and `read_batches`. When the
+    iteration ends, `types` is what `resolve_file_types` would answer for the file,
+    `valueless` and `suggested` included (the `watch`ed columns read as text).
+
+    Rule-typed columns are converted by the CSV reader itself, with the same errors as
+    `read_batches`. The file is read once: iterate once.
+    """
+
+    def __init__(
+        self,
+        path: FilePath,
+        *,
+        query_name: str,
+        declared: Mapping[str, str] | None = None,
+        api_schema: Mapping[str, str] | None = None,
+        stored: Mapping[str, str] | None = None,
+        cursor: Mapping[str, str] | None = None,
+        if_no_values: Mapping[str, str] | None = None,
+        watch: Collection[str] = (),
+        block_size: int = DEFAULT_BLOCK_SIZE,
+    ) -> None:
+        self.path = path
+        self.header = read_header(path)
+        self._rules = dict(
+            declared=declared,
+            api_schema=api_schema,
+            stored=stored,
+            cursor=cursor,
+            query_name=query_name,
+            if_no_values=if_no_values,
+        )
+        by_rules = resolve_column_types(self.header, **self._rules)
+        self._to_infer = [name for name, rule in by_rules.rules.items() if rule == "inferred"]
+        # Watched columns are read as text when no rule gives them another type: only then
+        # does the loader ask what their values suggest (see staging.UntypedColumns).
+        self._watched = [
+            name
+            for name in self.header
+            if name in watch and (name in self._to_infer or by_rules.types[name] == VARCHAR)
+        ]
+        observed = {*self._to_infer, *self._watched}
+        self._evidence = {name: _ColumnEvidence() for name in self.header if name in observed}
+        # Inferred and watched columns are parsed as text; the others as their rule says.
+        text = set(self._evidence)
+        self._context = _ReadContext(path, self.header, query_name, by_rules, block_size)
+        self._column_types = {
+            name: pa.string() if name in text else _parse_type(by_rules.types[name])
+            for name in self.header
+        }
+        self._raw = self._context.batches(self._context.open(self._column_types))
+        self._first = next(self._raw, None)
+        self._first_converted = self._observe(self._first) if self._first is not None else {}
+        self.types = self._resolve()
+        self._context.resolved = self.types
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        target = self.types.schema
+        first = [(self._first, self._first_converted)] if self._first is not None else []
+        yielded = False
+        # pyarrow parses the next block on a helper thread while this one checks and
+        # converts the last (both release the GIL).
+        with closing(prefetched(self._raw)) as rest:
+            typed = (self._typed(*checked, target) for checked in self._checked(first, rest))
+            for batch in _within_decimal_precision(self._context, typed):
+                if batch.num_rows:
+                    yielded = True
+                    yield batch
+        if not yielded:
+            yield pa.RecordBatch.from_pylist([], schema=target)
+        self.types = replace(self._resolve(), suggested=self._suggested())
+
+    def _checked(
+        self,
+        first: list[tuple[pa.RecordBatch, dict[str, Converted]]],
+        rest: Iterator[pa.RecordBatch],
+    ) -> Iterator[tuple[pa.RecordBatch, dict[str, Converted]]]:
+        """The file's batches, each with what checking it converted; each after the first
+        observed here and checked against `types`."""
+        yield from first
+        for batch in rest:
+            converted = self._observe(batch)
+            if self._resolve() != self.types:
+                raise TypesChanged(f"{self.path}: column types change further down the file")
+            yield batch, converted
+
+    def _observe(self, batch: pa.RecordBatch) -> dict[str, Converted]:
+        """Observe the batch's values; by column, the conversions the checks made."""
+        converted: dict[str, Converted] = {}
+        for name, evidence in self._evidence.items():
+            converted[name] = {}
+            evidence.observe(batch.column(name), converted[name])
+        return converted
+
+    def _resolve(self) -> ResolvedTypes:
+        return resolve_column_types(
+            self.header, **self._rules, infer=lambda columns: _inferred(self._evidence, columns)
+        )
+
+    def _typed(
+        self, batch: pa.RecordBatch, converted: dict[str, Converted], target: pa.Schema
+    ) -> pa.RecordBatch:
+        """The batch with its inferred columns converted from text to their types."""
+        columns = []
+        for name, values in zip(self.header, batch.columns, strict=True):
+            if name in self._to_infer and self.types.types[name] != VARCHAR:
+                parse_type = _parse_type(self.types.types[name])
+                done = converted.get(name, {}).get(parse_type)
+                try:
+                    values = done if done is not None else pc.cast(values, parse_type)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+                    # Arrow's cast refusing what the evidence took: let the CSV reader decide.
+                    raise TypesChanged(f"{self.path}: column {name!r}: {error}") from error
+            columns.append(values)
+        return _to_target(pa.RecordBatch.from_arrays(columns, names=self.header), target)
+
+    def _suggested(self) -> dict[str, str | None]:
+        return {
+            name: None if not self._evidence[name].has_values else self._evidence[name].sigma_type()
+            for name in self._watched
+        }
 
 
 def _parse_type(sigma_type: str) -> pa.DataType:

@@ -11,8 +11,7 @@ query, instead of again on dlt's main thread. Memory stays bounded by one row gr
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -253,12 +252,10 @@ def stage_result(
     `untyped`, the query's `UntypedColumns`, is updated with what this file says.
     `block_size` is the bytes of CSV parsed at a time (see `arrow_csv.read_batches`).
 
-    Columns no rule types are inferred by a pass over the whole file. That pass runs on a
-    helper thread while the rows are already parsed with the types the first block suggests
-    (a guess that holds for nearly every result): if the pass ends with other types, the
-    rows are parsed again with those. Either way the staged rows are exactly those a parse
-    after the pass would give. The CSV is parsed on one more thread while this one encodes
-    parquet, so both cores work.
+    Columns no rule types are inferred as the rows are read (`arrow_csv.InferringRead`):
+    one pass over the file, the rows typed as the first block suggests. When later values
+    need other types, the rows staged so far are discarded and the file is read again with
+    the types the whole file gives; either way the staged rows are the same.
     """
     header = arrow_csv.read_header(csv_path)
     stored_types: dict[str, str] = {}
@@ -268,23 +265,11 @@ def stage_result(
         )
     if not (refresh or replaces_table):
         _check_against_stored(query, header, stored_types, api_schema)
+    rules = _type_rules(query, stored_types, earlier_types or {}, refresh, api_schema)
     watch = untyped.names if untyped is not None else ()
-    typing = _BackgroundTyping(
-        lambda on_guess: _column_types(
-            query,
-            csv_path,
-            stored_types,
-            earlier_types or {},
-            on_guess,
-            refresh=refresh,
-            api_schema=api_schema,
-            watch=watch,
-            block_size=block_size,
-        )
-    )
-    staged = _stage(query, csv_path, staging, typing, query_run_id, block_size)
+    staged, resolved = _stage(query, csv_path, staging, rules, watch, query_run_id, block_size)
     if untyped is not None:
-        untyped.update(query, typing.result())
+        untyped.update(query, resolved)
     return staged
 
 
@@ -292,32 +277,25 @@ def _stage(
     query: Query,
     csv_path: Path,
     staging: StagingFile,
-    typing: _BackgroundTyping,
+    rules: dict[str, Any],
+    watch: Collection[str],
     query_run_id: str | None,
     block_size: int,
-) -> StagedResult:
-    def stage_rows(
-        resolved: arrow_csv.ResolvedTypes, give_up: Callable[[], bool] = lambda: False
-    ) -> StagedResult:
-        return _stage_rows(
-            query, csv_path, staging, resolved, query_run_id, give_up=give_up, block_size=block_size
-        )
-
-    guess = typing.first_answer()
-    if guess is None or not staging.is_empty:
-        return stage_rows(typing.result())
-    try:
-        staged: StagedResult | Exception = stage_rows(guess, lambda: typing.refutes(guess))
-    except _GuessRefuted as refuted:
-        staged = refuted
-    except Exception as error:  # raised again below if the guess holds: then it is the answer
-        staged = error
-    if typing.result() == guess:
-        if isinstance(staged, Exception):
-            raise staged
-        return staged
-    staging.reset()
-    return stage_rows(typing.result())
+) -> tuple[StagedResult, arrow_csv.ResolvedTypes]:
+    """Stage the rows in one pass if that can be undone, else after a pass that types them."""
+    read = {"query_name": query.name, "block_size": block_size}
+    if staging.is_empty:
+        reading = arrow_csv.InferringRead(csv_path, watch=watch, **read, **rules)
+        try:
+            staged = _stage_rows(query, reading.types, reading, staging, query_run_id)
+            return staged, reading.types
+        except arrow_csv.TypesChanged:
+            staging.reset()
+    # The file holds an earlier window's rows, which a reset would lose, or the one pass
+    # guessed wrong: settle every type over the whole file first.
+    resolved = arrow_csv.resolve_file_types(csv_path, watch=watch, **read, **rules)
+    batches = arrow_csv.read_batches(csv_path, resolved, **read)
+    return _stage_rows(query, resolved, batches, staging, query_run_id), resolved
 
 
 def _check_against_stored(
@@ -352,76 +330,20 @@ def _check_against_stored(
             )
 
 
-class _GuessRefuted(Exception):
-    """The inference pass ended with other types than the guess the rows were parsed with."""
-
-
-class _BackgroundTyping:
-    """Resolves a result file's column types on a helper thread, sharing its first guess."""
-
-    def __init__(self, resolve: Callable[[Callable[[arrow_csv.ResolvedTypes], None]], Any]):
-        self._guess: arrow_csv.ResolvedTypes | None = None
-        self._result: arrow_csv.ResolvedTypes | None = None
-        self._error: BaseException | None = None
-        self._answered = threading.Event()
-        self._done = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(resolve,), name="sigma-infer", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, resolve: Callable[[Callable[[arrow_csv.ResolvedTypes], None]], Any]) -> None:
-        try:
-            self._result = resolve(self._guessed)
-        except BaseException as error:  # handed to the caller by result()
-            self._error = error
-        finally:
-            self._done.set()
-            self._answered.set()
-
-    def _guessed(self, guess: arrow_csv.ResolvedTypes) -> None:
-        self._guess = guess
-        self._answered.set()
-
-    def first_answer(self) -> arrow_csv.ResolvedTypes | None:
-        """The guess from the first block; None when the final answer came first."""
-        self._answered.wait()
-        return None if self._done.is_set() else self._guess
-
-    def result(self) -> arrow_csv.ResolvedTypes:
-        self._done.wait()
-        if self._error is not None:
-            raise self._error
-        assert self._result is not None
-        return self._result
-
-    def refutes(self, guess: arrow_csv.ResolvedTypes) -> bool:
-        """Whether the pass has already ended, with other types or an error."""
-        return self._done.is_set() and (self._error is not None or self._result != guess)
-
-
 def _stage_rows(
     query: Query,
-    csv_path: Path,
-    staging: StagingFile,
     resolved: arrow_csv.ResolvedTypes,
+    batches: Iterable[pa.RecordBatch],
+    staging: StagingFile,
     query_run_id: str | None,
-    *,
-    give_up: Callable[[], bool] = lambda: False,
-    block_size: int = arrow_csv.DEFAULT_BLOCK_SIZE,
 ) -> StagedResult:
     cursor = query.config.cursor
     _check_cursor(query, cursor, resolved.types)
     schema = _target_schema(query, resolved.schema)
     row_count = 0
     max_cursor: Any = None
-    batches = arrow_csv.read_batches(
-        csv_path, resolved, query_name=query.name, block_size=block_size
-    )
-    with closing(arrow_csv.prefetched(batches)) as parsed:
+    with closing(arrow_csv.prefetched(iter(batches))) as parsed:
         for batch in parsed:
-            if give_up():
-                raise _GuessRefuted
             batch = _with_lineage(batch, query_run_id, schema, query)
             staging.write(batch)
             row_count += batch.num_rows
@@ -430,35 +352,26 @@ def _stage_rows(
     return StagedResult(schema, dict(resolved.types), row_count, _as_utc_datetime(max_cursor))
 
 
-def _column_types(
+def _type_rules(
     query: Query,
-    csv_path: Path,
     stored_types: Mapping[str, str],
     earlier: Mapping[str, str],
-    on_guess: Callable[[arrow_csv.ResolvedTypes], None] | None = None,
-    *,
-    refresh: bool = False,
-    api_schema: Mapping[str, str] | None = None,
-    watch: Collection[str] = (),
-    block_size: int = arrow_csv.DEFAULT_BLOCK_SIZE,
-) -> arrow_csv.ResolvedTypes:
+    refresh: bool,
+    api_schema: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """The rules that type a result file's columns, as `arrow_csv` takes them."""
     binding = {} if refresh else dict(stored_types)
     binding.update(earlier)
     # A window with no rows would infer the cursor as text; Sigma cursors are timestamps
     # unless the query declares otherwise (`columns={'day': 'date'}`).
     cursor = {query.config.cursor: "timestamp"} if query.config.cursor else {}
-    return arrow_csv.resolve_file_types(
-        csv_path,
-        query_name=query.name,
-        declared=dict(query.config.columns or {}),
-        api_schema=api_schema,
-        stored=binding,
-        cursor=cursor,
-        on_guess=on_guess,
-        if_no_values=stored_types if refresh else None,
-        watch=watch,
-        block_size=block_size,
-    )
+    return {
+        "declared": dict(query.config.columns or {}),
+        "api_schema": api_schema,
+        "stored": binding,
+        "cursor": cursor,
+        "if_no_values": stored_types if refresh else None,
+    }
 
 
 def _check_cursor(query: Query, cursor: str | None, types: Mapping[str, str]) -> None:

@@ -378,13 +378,13 @@ def test_the_cli_prints_the_warning_as_one_line_on_stderr(project, emulator):
 
 def test_the_csv_block_size_setting_reaches_the_parser(project, monkeypatch):
     seen: list[int] = []
-    read_batches = arrow_csv.read_batches
+    open_csv = arrow_csv._open_csv
 
-    def spy(*args, **kwargs):
-        seen.append(kwargs["block_size"])
-        return read_batches(*args, **kwargs)
+    def spy(path, column_types, options):
+        seen.append(options.block_size)
+        return open_csv(path, column_types, options)
 
-    monkeypatch.setattr(arrow_csv, "read_batches", spy)
+    monkeypatch.setattr(arrow_csv, "_open_csv", spy)
     project.write_query(OTHER, INCREMENTAL_SQL)
 
     result = project.run(source_settings={"csv_block_size": 4096})

@@ -104,11 +104,11 @@ def _kill_during(project: CliProject, emulator: Emulator, phase: str, rng: rando
         process.wait(timeout=30)
 
 
-def _assert_consistent(project: CliProject, emulator: Emulator) -> None:
+def _assert_consistent(project: CliProject, emulator: Emulator, after: str = "") -> None:
     """Each table holds exactly what Sigma holds, and its lineage agrees."""
     for table, (columns, source_sql) in EXPECTED_ROWS.items():
         loaded = project.rows(table, columns)
-        assert loaded == sorted(emulator.execute(source_sql)), f"{table} differs from Sigma"
+        assert loaded == sorted(emulator.execute(source_sql)), f"{table} differs from Sigma{after}"
         assert_lineage_agrees(project, table)
 
 
@@ -133,9 +133,12 @@ def _kill_and_rerun(
         tried[phase] += 1
         emulator.add_rows("balance_transactions", rng.randint(1, 40))
         emulator.add_rows("charges", rng.randint(1, 20))
+        after = " after a run that finished"
         if _kill_during(project, emulator, phase, rng):
             aimed[phase] += 1
-            stopped[_left_behind(project)] += 1
+            where = _left_behind(project)
+            stopped[where] += 1
+            after = f" after a kill aimed at {phase} ({where})"
         emulator.clear_faults()
         emulator.run_seconds = 0.0
 
@@ -151,7 +154,7 @@ def _kill_and_rerun(
 
         assert rerun.ok, rerun.failures
         assert not rerun.pipeline.has_pending_data
-        _assert_consistent(project, emulator)
+        _assert_consistent(project, emulator, after)
         assert not list((project.working_dir / "sigma_staging").glob("*")), "staging left"
     print(f"attempts by phase: {dict(tried)}")
     return aimed, stopped

@@ -281,13 +281,13 @@ def test_a_refresh_infers_anew_but_an_empty_column_keeps_the_stored_type(tmp_pat
 
 def test_the_block_size_is_the_one_the_file_is_parsed_with(tmp_path, monkeypatch):
     seen = []
-    read_batches = arrow_csv.read_batches
+    open_csv = arrow_csv._open_csv
 
-    def spy(*args, **kwargs):
-        seen.append(kwargs["block_size"])
-        return read_batches(*args, **kwargs)
+    def spy(path, column_types, options):
+        seen.append(options.block_size)
+        return open_csv(path, column_types, options)
 
-    monkeypatch.setattr(arrow_csv, "read_batches", spy)
+    monkeypatch.setattr(arrow_csv, "_open_csv", spy)
     query = write_query(tmp_path, "select n from numbers")
     csv_path = write_csv(tmp_path, "n", [str(i) for i in range(10_000)])
 
