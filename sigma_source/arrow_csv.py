@@ -30,7 +30,7 @@ import csv
 import queue
 import re
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -266,9 +266,12 @@ def resolve_file_types(
         evidence.append(
             infer_column_types(path, columns=watched, block_size=block_size, query_name=query_name)
         )
-    seen = evidence[0]
-    suggested = {name: None if name in seen.valueless else seen[name] for name in watched}
-    return replace(resolved, suggested=suggested)
+    return replace(resolved, suggested=_suggestions(evidence[0], watched))
+
+
+def _suggestions(seen: InferredTypes, names: Sequence[str]) -> dict[str, str | None]:
+    """The type each of `names` suggests by its values in `seen`; None: it had no value."""
+    return {name: None if name in seen.valueless else seen[name] for name in names}
 
 
 def _declared_types(
@@ -706,8 +709,16 @@ def read_batches(
     reader = context.open({name: _parse_type(t) for name, t in ordered.types.items()})
     parsed = _within_decimal_precision(context, context.batches(reader))
     typed = (_to_target(batch, target) for batch in parsed)
+    yield from _rows_or_empty(typed if batch_rows is None else _rechunk(typed, batch_rows), target)
+
+
+def _rows_or_empty(
+    batches: Iterable[pa.RecordBatch], target: pa.Schema
+) -> Iterator[pa.RecordBatch]:
+    """The batches that hold rows; for a file without rows, one empty batch of `target`, so
+    a consumer that only forwards batches still creates the typed table."""
     yielded = False
-    for batch in typed if batch_rows is None else _rechunk(typed, batch_rows):
+    for batch in batches:
         if batch.num_rows:
             yielded = True
             yield batch
@@ -775,10 +786,9 @@ class InferringRead:
         observed = {*self._to_infer, *self._watched}
         self._evidence = {name: _ColumnEvidence() for name in self.header if name in observed}
         # Inferred and watched columns are parsed as text; the others as their rule says.
-        text = set(self._evidence)
         self._context = _ReadContext(path, self.header, query_name, by_rules, block_size)
         self._column_types = {
-            name: pa.string() if name in text else _parse_type(by_rules.types[name])
+            name: pa.string() if name in observed else _parse_type(by_rules.types[name])
             for name in self.header
         }
         self._raw = self._context.batches(self._context.open(self._column_types))
@@ -789,19 +799,23 @@ class InferringRead:
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         target = self.types.schema
+        # The inferred columns that are not text, and the type each is converted to.
+        to_convert = {
+            name: _parse_type(self.types.types[name])
+            for name in self._to_infer
+            if self.types.types[name] != VARCHAR
+        }
         first = [(self._first, self._first_converted)] if self._first is not None else []
-        yielded = False
         # pyarrow parses the next block on a helper thread while this one checks and
         # converts the last (both release the GIL).
         with closing(prefetched(self._raw)) as rest:
-            typed = (self._typed(*checked, target) for checked in self._checked(first, rest))
-            for batch in _within_decimal_precision(self._context, typed):
-                if batch.num_rows:
-                    yielded = True
-                    yield batch
-        if not yielded:
-            yield pa.RecordBatch.from_pylist([], schema=target)
-        self.types = replace(self._resolve(), suggested=self._suggested())
+            typed = (
+                self._typed(batch, converted, to_convert, target)
+                for batch, converted in self._checked(first, rest)
+            )
+            yield from _rows_or_empty(_within_decimal_precision(self._context, typed), target)
+        watched = _suggestions(_inferred(self._evidence, self._watched), self._watched)
+        self.types = replace(self._resolve(), suggested=watched)
 
     def _checked(
         self,
@@ -831,13 +845,18 @@ class InferringRead:
         )
 
     def _typed(
-        self, batch: pa.RecordBatch, converted: dict[str, Converted], target: pa.Schema
+        self,
+        batch: pa.RecordBatch,
+        converted: dict[str, Converted],
+        to_convert: Mapping[str, pa.DataType],
+        target: pa.Schema,
     ) -> pa.RecordBatch:
-        """The batch with its inferred columns converted from text to their types."""
+        """The batch with its inferred columns converted from text to their types; a
+        conversion the checks already made (`converted`) is taken as it is."""
         columns = []
         for name, values in zip(self.header, batch.columns, strict=True):
-            if name in self._to_infer and self.types.types[name] != VARCHAR:
-                parse_type = _parse_type(self.types.types[name])
+            parse_type = to_convert.get(name)
+            if parse_type is not None:
                 done = converted.get(name, {}).get(parse_type)
                 try:
                     values = done if done is not None else pc.cast(values, parse_type)
@@ -846,12 +865,6 @@ class InferringRead:
                     raise TypesChanged(f"{self.path}: column {name!r}: {error}") from error
             columns.append(values)
         return _to_target(pa.RecordBatch.from_arrays(columns, names=self.header), target)
-
-    def _suggested(self) -> dict[str, str | None]:
-        return {
-            name: None if not self._evidence[name].has_values else self._evidence[name].sigma_type()
-            for name in self._watched
-        }
 
 
 def _parse_type(sigma_type: str) -> pa.DataType:
