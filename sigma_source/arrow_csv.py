@@ -811,23 +811,31 @@ class InferringRead:
         with closing(prefetched(self._raw)) as rest:
             typed = (
                 self._typed(batch, converted, to_convert, target)
-                for batch, converted in self._checked(first, rest)
+                for batch, converted in self._checked(first, rest, to_convert)
             )
             yield from _rows_or_empty(_within_decimal_precision(self._context, typed), target)
+        # A column read as text may have looked like numbers for a while and be text again
+        # by the end: only the whole file decides it.
+        final = self._resolve()
+        if final != self.types:
+            raise TypesChanged(f"{self.path}: the whole file gives other column types")
         watched = _suggestions(_inferred(self._evidence, self._watched), self._watched)
-        self.types = replace(self._resolve(), suggested=watched)
+        self.types = replace(final, suggested=watched)
 
     def _checked(
         self,
         first: list[tuple[pa.RecordBatch, dict[str, Converted]]],
         rest: Iterator[pa.RecordBatch],
+        to_convert: Mapping[str, pa.DataType],
     ) -> Iterator[tuple[pa.RecordBatch, dict[str, Converted]]]:
         """The file's batches, each with what checking it converted; each after the first
-        observed here and checked against `types`."""
+        observed here. A converted column whose type no longer holds stops the read at once:
+        a candidate type, once ruled out, never comes back."""
         yield from first
         for batch in rest:
             converted = self._observe(batch)
-            if self._resolve() != self.types:
+            now = self._resolve().types
+            if any(now[name] != self.types.types[name] for name in to_convert):
                 raise TypesChanged(f"{self.path}: column types change further down the file")
             yield batch, converted
 

@@ -170,6 +170,19 @@ def test_a_column_empty_in_the_first_block_that_later_holds_text_keeps_its_guess
     assert table.column("note").to_pylist()[-1] == "hi"
 
 
+def test_a_text_column_that_looks_numeric_for_a_while_is_decided_by_the_whole_file(
+    tmp_path, opened
+):
+    lines = ["ch,"] * 2_000 + ["ch,5"] * 2_000 + ["ch,x"]
+    path = write_csv(tmp_path / "r.csv", "id,note", lines)
+
+    table, types = one_pass(path, block_size=SMALL_BLOCK)
+
+    assert len(opened) == 1
+    assert types.types == {"id": "varchar", "note": "varchar"}
+    assert table.column("note").to_pylist()[-2:] == ["5", "x"]
+
+
 def test_a_column_without_any_value_is_recorded_as_valueless(tmp_path):
     path = write_csv(tmp_path / "r.csv", "id,note", ["ch_1,", "ch_2,"])
 
