@@ -27,6 +27,7 @@ timestamps `YYYY-MM-DD HH:MM:SS[.fff]` in UTC without an offset.
 from __future__ import annotations
 
 import csv
+import io
 import queue
 import re
 import threading
@@ -35,12 +36,13 @@ from contextlib import closing
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from os import PathLike
-from typing import Literal, TypeVar
+from typing import Literal, TextIO, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from sigma_source.arriving_file import ArrivingFile
 from sigma_source.errors import ConfigError, CSVFormatError, CSVTypeError
 from sigma_source.sigma_types import (
     BIGINT,
@@ -85,6 +87,8 @@ DEFAULT_BLOCK_SIZE = 1 << 20
 MAX_BLOCK_SIZE = 256 << 20
 
 FilePath = str | PathLike[str]
+# A file still downloading is read as it arrives: each read waits for its bytes.
+ResultFile = FilePath | ArrivingFile
 Rule = Literal["declared", "api", "stored", "cursor", "inferred"]
 _Item = TypeVar("_Item")
 
@@ -133,12 +137,10 @@ class ResolvedTypes:
         return arrow_schema(self.types)
 
 
-def read_header(path: FilePath) -> list[str]:
+def read_header(path: ResultFile) -> list[str]:
     """The result file's column names, UTF-8 BOM stripped."""
     try:
-        # surrogateescape: a bad byte further down the file is the row parser's to report;
-        # only the header's own bytes must be UTF-8 here.
-        with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as file:
+        with _open_text(path) as file:
             header = next(csv.reader(file), [])
     except csv.Error as error:
         raise CSVFormatError(f"{path}: cannot read the header row: {error}") from error
@@ -150,6 +152,15 @@ def read_header(path: FilePath) -> list[str]:
         except UnicodeEncodeError as error:
             raise CSVFormatError(f"{path}: the header row is not valid UTF-8") from error
     return header
+
+
+def _open_text(path: ResultFile) -> TextIO:
+    # surrogateescape: a bad byte further down the file is the row parser's to report; only
+    # the header's own bytes must be UTF-8 here.
+    text = {"encoding": "utf-8-sig", "errors": "surrogateescape", "newline": ""}
+    if isinstance(path, ArrivingFile):
+        return io.TextIOWrapper(io.BufferedReader(path.open()), **text)
+    return open(path, **text)  # noqa: SIM115 - the caller closes it
 
 
 def resolve_column_types(
@@ -214,7 +225,7 @@ def resolve_column_types(
 
 
 def resolve_file_types(
-    path: FilePath,
+    path: ResultFile,
     *,
     query_name: str,
     declared: Mapping[str, str] | None = None,
@@ -563,7 +574,7 @@ class InferredTypes(dict[str, str]):
 
 
 def infer_column_types(
-    path: FilePath,
+    path: ResultFile,
     *,
     columns: Sequence[str] | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
@@ -679,7 +690,7 @@ def prefetched(items: Iterator[_Item], depth: int = 2) -> Iterator[_Item]:
 
 
 def read_batches(
-    path: FilePath,
+    path: ResultFile,
     types: ResolvedTypes | Mapping[str, str],
     *,
     query_name: str,
@@ -753,7 +764,7 @@ class InferringRead:
 
     def __init__(
         self,
-        path: FilePath,
+        path: ResultFile,
         *,
         query_name: str,
         declared: Mapping[str, str] | None = None,
@@ -956,7 +967,7 @@ def _rechunk(batches: Iterator[pa.RecordBatch], batch_rows: int) -> Iterator[pa.
 class _ReadContext:
     """One pass over a result file, and what an error message needs to say about it."""
 
-    path: FilePath
+    path: ResultFile
     header: list[str]
     query_name: str | None
     resolved: ResolvedTypes
@@ -1082,10 +1093,10 @@ class _ReadOptions:
 
 
 def _open_csv(
-    path: FilePath, column_types: Mapping[str, pa.DataType], options: _ReadOptions
+    path: ResultFile, column_types: Mapping[str, pa.DataType], options: _ReadOptions
 ) -> pa_csv.CSVStreamingReader:
     return pa_csv.open_csv(
-        path,
+        path.open() if isinstance(path, ArrivingFile) else path,
         read_options=pa_csv.ReadOptions(block_size=options.block_size),
         parse_options=_parse_options(single_column=options.single_column),
         convert_options=_convert_options(column_types),

@@ -832,8 +832,9 @@ class SigmaClient:
         scratch, up to `download_attempts` times, then raises `DownloadError`, which says how
         many bytes did arrive. An expired or unknown file raises `InvalidRequestError` at once.
         On failure `dest` is removed, so no partial file is left to be read. `on_progress` gets
-        the bytes received so far (back to 0 when a transfer restarts). `query_run_id`, the run
-        whose result the file is, is named in any error.
+        the bytes received so far, all of them on disk in `dest` (0 as each transfer starts, so
+        back to 0 when one restarts); an exception it raises stops the download. `query_run_id`,
+        the run whose result the file is, is named in any error.
         """
         dest = Path(dest)
         endpoint = f"GET {_contents_path(file_id)}"
@@ -901,11 +902,14 @@ class SigmaClient:
             ) from e
         with response, dest.open("wb") as out:
             received = 0
+            if on_progress is not None:
+                on_progress(received)  # the file is (again) empty on disk
             try:
                 for chunk in _body_as_it_arrives(response):
                     out.write(chunk)
                     received += len(chunk)
                     if on_progress is not None:
+                        out.flush()  # what progress counts is on disk, for a reader following it
                         on_progress(received)
             except (requests.RequestException, Urllib3Error) as e:
                 raise _IncompleteDownload(

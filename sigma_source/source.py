@@ -26,6 +26,7 @@ import pyarrow as pa
 from dlt.destinations.adapters import bigquery_adapter
 from dlt.extract.resource import DltResource
 
+from sigma_source.api_objects import QueryRun
 from sigma_source.arrow_csv import DEFAULT_BLOCK_SIZE, read_header
 from sigma_source.client import ClientConfig, SigmaClient
 from sigma_source.errors import ConfigError, CSVFormatError, SigmaLoadError
@@ -40,7 +41,7 @@ from sigma_source.project import (
     render_sql,
     select_queries,
 )
-from sigma_source.runs import execute_query_run, usual_run_seconds
+from sigma_source.runs import ResultDownload, run_on_sigma, usual_run_seconds
 from sigma_source.staging import (
     StagedResult,
     StagingFile,
@@ -253,8 +254,8 @@ def _run_and_stage(
     """Run every window of the query (oldest first) and stage each result; all or nothing.
 
     A slot of `max_concurrent_runs` is held while Sigma runs the query and the file
-    downloads; parsing and encoding the rows takes a staging slot instead, so the next query
-    runs on Sigma while this one is parsed.
+    downloads. The rows are parsed and encoded as the file arrives, in a staging slot: the
+    next query runs on Sigma while this one is parsed.
     """
     check_renders(query, now=context.now, vars=context.vars)
     windows = plan_windows(query.config, last_cursor=_last_cursor(query, context), now=context.now)
@@ -268,40 +269,24 @@ def _run_and_stage(
         record = _new_record(query, context, window)
         records.append(record)
         csv_path = staging_dir / f"{index}.csv"
-        finished: list[Any] = []  # the finished run, for the result schema a typed API gives
-        with context.slots:
-            execute_query_run(
-                context.client,
-                record,
-                csv_path,
-                poll_timeout=context.poll_timeout,
-                expected_seconds=_expected_run_seconds(query),
-                on_event=on_event,
-                on_finished=finished.append,
-            )
-        on_event(
-            ProgressEvent(
-                query.name,
-                "staging",
-                query_run_id=record.query_run_id,
-                bytes=record.file_size_bytes,
-            )
-        )
-        _check_column_names(query, read_header(csv_path))
-        with context.staging_slots:
-            result = stage_result(
-                query,
-                csv_path,
-                staging,
-                query_run_id=record.query_run_id,
-                stored=stored,
-                earlier_types=_types_of_first_rows(staged),
-                refresh=context.full_refresh,
-                replaces_table=context.full_refresh or query.config.write_disposition == "replace",
-                api_schema=finished[-1].result_schema,
-                untyped=untyped,
-                block_size=context.csv_block_size,
-            )
+        run, download = _run_and_download(query, context, record, csv_path, on_event)
+        with download.reading() as result_file:
+            _check_column_names(query, read_header(result_file))
+            with context.staging_slots:
+                result = stage_result(
+                    query,
+                    result_file,
+                    staging,
+                    query_run_id=record.query_run_id,
+                    stored=stored,
+                    earlier_types=_types_of_first_rows(staged),
+                    refresh=context.full_refresh,
+                    replaces_table=context.full_refresh
+                    or query.config.write_disposition == "replace",
+                    api_schema=run.result_schema,
+                    untyped=untyped,
+                    block_size=context.csv_block_size,
+                )
         csv_path.unlink()
         record.row_count = result.row_count
         staged.append(result)
@@ -311,6 +296,47 @@ def _run_and_stage(
     last = len(windows)
     context.report.emit(ProgressEvent(query.name, "waiting", window=last, windows=last, rows=rows))
     return staged
+
+
+def _run_and_download(
+    query: Query,
+    context: _RunContext,
+    record: QueryRunRecord,
+    csv_path: Path,
+    on_event: EventCallback,
+) -> tuple[QueryRun, ResultDownload]:
+    """Run the window's query on Sigma, and start downloading its result to `csv_path`.
+
+    The run holds a slot of `max_concurrent_runs` until its file is downloaded; the
+    download's thread frees it, whether or not the rows are still being read.
+    """
+    context.slots.acquire()
+    try:
+        run = run_on_sigma(
+            context.client,
+            record,
+            poll_timeout=context.poll_timeout,
+            expected_seconds=_expected_run_seconds(query),
+            on_event=on_event,
+        )
+    except BaseException:
+        context.slots.release()
+        raise
+
+    def ended(whole: bool) -> None:
+        context.slots.release()
+        if whole:
+            on_event(
+                ProgressEvent(
+                    query.name,
+                    "staging",
+                    query_run_id=record.query_run_id,
+                    bytes=record.file_size_bytes,
+                )
+            )
+
+    download = ResultDownload(context.client, record, csv_path, on_event=on_event, on_end=ended)
+    return run, download
 
 
 def _check_column_names(query: Query, names: list[str]) -> None:

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sigma_source import arrow_csv
+from sigma_source.arriving_file import ArrivingFile, DownloadRestarted
 from sigma_source.errors import ConfigError, CSVTypeError
 from sigma_source.lineage import RUN_ID_COLUMN
 from sigma_source.project import Query
@@ -227,7 +228,7 @@ def _constant_dictionary(value: str, rows: int) -> pa.DictionaryArray:
 
 def stage_result(
     query: Query,
-    csv_path: Path,
+    csv_path: Path | ArrivingFile,
     staging: StagingFile,
     *,
     query_run_id: str | None,
@@ -240,6 +241,9 @@ def stage_result(
     block_size: int = arrow_csv.DEFAULT_BLOCK_SIZE,
 ) -> StagedResult:
     """Parse `csv_path` into typed rows (plus the lineage column) appended to `staging`.
+
+    An `ArrivingFile` (a download still under way) is read as it arrives when the rows can
+    be undone (`staging` is empty); otherwise, once it is whole.
 
     `stored` are the columns the query's table holds. Their types bind (rule 3) unless
     `refresh` (a full refresh: the table is loaded anew, its types inferred anew, except for
@@ -275,7 +279,7 @@ def stage_result(
 
 def _stage(
     query: Query,
-    csv_path: Path,
+    csv_path: Path | ArrivingFile,
     staging: StagingFile,
     rules: dict[str, Any],
     watch: Collection[str],
@@ -285,14 +289,16 @@ def _stage(
     """Stage the rows in one pass if that can be undone, else after a pass that types them."""
     read = {"query_name": query.name, "block_size": block_size}
     if staging.is_empty:
-        reading = arrow_csv.InferringRead(csv_path, watch=watch, **read, **rules)
         try:
+            reading = arrow_csv.InferringRead(csv_path, watch=watch, **read, **rules)
             staged = _stage_rows(query, reading.types, reading, staging, query_run_id)
             return staged, reading.types
-        except arrow_csv.TypesChanged:
+        except (arrow_csv.TypesChanged, DownloadRestarted):
             staging.reset()
     # The file holds an earlier window's rows, which a reset would lose, or the one pass
-    # guessed wrong: settle every type over the whole file first.
+    # guessed wrong (or its download started over): settle every type over the whole file.
+    if isinstance(csv_path, ArrivingFile):
+        csv_path = csv_path.wait_until_complete()
     resolved = arrow_csv.resolve_file_types(csv_path, watch=watch, **read, **rules)
     batches = arrow_csv.read_batches(csv_path, resolved, **read)
     return _stage_rows(query, resolved, batches, staging, query_run_id), resolved
