@@ -35,6 +35,16 @@ SIGMA_LOAD = "sigma-load run"
 SIGMA_LOAD_REPEAT = "sigma-load run, repeat load (types stored)"
 LIMIT = "limit (GET + DuckDB read_csv)"
 NAIVE = "naive (GET + csv.DictReader → dlt)"
+SIGMA_LOAD_WHOLE = "sigma-load run, file parsed once whole"
+# A link far slower than loopback, on which the download takes most of a run.
+SLOW_LINK_BYTES_PER_SECOND = 40 << 20
+# The CLI with parsing while downloading turned off.
+_NEVER_FOLLOW = [
+    PYTHON,
+    "-c",
+    "import sigma_source.source as source; source.FOLLOW_AFTER_SECONDS = None; "
+    "from sigma_source.cli import main; main()",
+]
 NAIVE_ROWS = 100_000
 WHOLE_TABLE = f"select * from {TABLE}"
 NAIVE_SLICE = f"select * from {TABLE} limit {NAIVE_ROWS}"
@@ -87,17 +97,59 @@ def measure_naive(emulator: EmulatorProcess, repeat: int) -> Throughput:
     return Throughput(NAIVE_ROWS, series)
 
 
+def measure_slow_link(emulator: EmulatorProcess, rows: int, repeat: int) -> Throughput:
+    """sigma-load against the limit when the result file arrives at SLOW_LINK_BYTES_PER_SECOND.
+
+    Stripe's files host is far from a loopback socket: there the download, not the parse,
+    takes most of a run. sigma-load parses a result still downloading after
+    `FOLLOW_AFTER_SECONDS` as it arrives; the same run with that turned off (the file
+    parsed once whole) shows what that is worth.
+    """
+    log(f"throughput at {rows:,} rows over a {SLOW_LINK_BYTES_PER_SECOND >> 20} MiB/s link")
+    file_url = emulator.file_url(emulator.run_query(WHOLE_TABLE))
+    emulator.add_fault(
+        {
+            "kind": "slow",
+            "bytes_per_second": SLOW_LINK_BYTES_PER_SECOND,
+            "path": "/contents$",
+            "times": None,
+        }
+    )
+    try:
+        series = repeat_interleaved(
+            {
+                SIGMA_LOAD: lambda: _sigma_load(emulator, WHOLE_TABLE, rows),
+                SIGMA_LOAD_WHOLE: lambda: _sigma_load(
+                    emulator, WHOLE_TABLE, rows, launcher=_NEVER_FOLLOW, label=SIGMA_LOAD_WHOLE
+                ),
+                LIMIT: lambda: _baseline("limit", file_url),
+            },
+            repeat,
+        )
+    finally:
+        emulator.clear_faults()
+    return Throughput(rows, series)
+
+
 def _sigma_load(
-    emulator: EmulatorProcess, sql: str, rows: int, *, repeat_load: bool = False
+    emulator: EmulatorProcess,
+    sql: str,
+    rows: int,
+    *,
+    repeat_load: bool = False,
+    launcher: list[str] | None = None,
+    label: str | None = None,
 ) -> Measurement:
     """One timed run; with `repeat_load`, after an untimed first load of the same query."""
     loads = 2 if repeat_load else 1  # the query appends: the repeat load adds its rows again
+    label = label or (SIGMA_LOAD_REPEAT if repeat_load else SIGMA_LOAD)
     return run_sigma_load(
         emulator.url,
         {TABLE: sql},
-        label=f"{SIGMA_LOAD_REPEAT if repeat_load else SIGMA_LOAD} ({rows:,})",
+        label=f"{label} ({rows:,})",
         verify=lambda duckdb_file: _check_rows(duckdb_file, f"sigma.{TABLE}", rows * loads),
         untimed_runs=loads - 1,
+        launcher=launcher,
     )
 
 

@@ -188,6 +188,14 @@ class EmulatorProcess:
         response = requests.post(f"{self.url}/_emulator/settings", json=values, timeout=30)
         response.raise_for_status()
 
+    def add_fault(self, fault: Mapping[str, Any]) -> None:
+        """Inject a fault (the emulator's `Fault` fields), e.g. a slow download link."""
+        response = requests.post(f"{self.url}/_emulator/faults", json=dict(fault), timeout=30)
+        response.raise_for_status()
+
+    def clear_faults(self) -> None:
+        requests.delete(f"{self.url}/_emulator/faults", timeout=30).raise_for_status()
+
     def requests(self) -> list[dict[str, Any]]:
         response = requests.get(f"{self.url}/_emulator/requests", timeout=30)
         response.raise_for_status()

@@ -81,12 +81,15 @@ class ArrivingFile:
         """A binary stream of the file from its first byte, following the download."""
         return ArrivingStream(self)
 
-    def wait_until_complete(self) -> Path:
-        """The file's path, once the whole file is on disk; `DownloadStopped` if it never is."""
+    def wait_until_complete(self, timeout: float | None = None) -> Path | None:
+        """The file's path once the whole file is on disk (None: not within `timeout`
+        seconds); `DownloadStopped` if it never will be."""
         with self._changed:
-            self._changed.wait_for(lambda: self._complete or self._stopped is not None)
+            self._changed.wait_for(
+                lambda: self._complete or self._stopped is not None, timeout=timeout
+            )
             self._raise_if_stopped()
-        return self.path
+            return self.path if self._complete else None
 
     def cancel(self) -> None:
         """Stop the download at its next chunk: no reader wants the file any more."""

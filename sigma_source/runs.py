@@ -158,14 +158,16 @@ class ResultDownload:
             self.file.stopped(self._error)
 
     @contextlib.contextmanager
-    def reading(self) -> Iterator[ArrivingFile]:
-        """The file, to read while it arrives; the download is waited for when reading ends.
+    def reading(self, follow_after: float | None = 0.0) -> Iterator[Path | ArrivingFile]:
+        """The file to read: its path if the download ends within `follow_after` seconds,
+        else the `ArrivingFile`, read as it arrives. The download is waited for when reading
+        ends.
 
         Reading that fails cancels the download; a download that failed on its own is what
         went wrong first, so its error is raised instead of the reader's.
         """
         try:
-            yield self.file
+            yield self.file.wait_until_complete(timeout=follow_after) or self.file
         except BaseException:
             self.cancel()
             self.finish()

@@ -195,6 +195,13 @@ def test_waiting_for_the_whole_file_gives_its_path(arriving, writer):
     assert outcome == [arriving.path]
 
 
+def test_waiting_gives_up_after_the_timeout_without_the_file(arriving, writer):
+    writer.start_attempt()
+    writer.write(CONTENT[:10])
+
+    assert arriving.wait_until_complete(timeout=0.05) is None
+
+
 def test_waiting_for_a_file_that_never_completes_raises_the_download_stopped(arriving):
     arriving.stopped(ConnectionError("gone"))
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from sigma_source import arrow_csv, source
 from sigma_source.arriving_file import ArrivingFile, DownloadStopped
 from sigma_source.emulator import Fault
 from sigma_source.loader import run
-from sigma_source.source import RunReport
+from sigma_source.source import FOLLOW_AFTER_SECONDS, RunReport
 from sigma_source.staging import StagingFile, stage_result
 from tests.loader_helpers import LoaderHarness
 from tests.test_arriving_file import Writer, in_thread
@@ -145,7 +146,9 @@ def test_a_stalled_download_has_its_first_rows_staged_before_it_resumes(
         write(self, batch)
 
     monkeypatch.setattr(StagingFile, "write", watched_write)
-    emulator.add_fault(Fault(kind="stall", fraction=0.5, seconds=1.0, path=DOWNLOAD))
+    emulator.add_fault(
+        Fault(kind="stall", fraction=0.5, seconds=FOLLOW_AFTER_SECONDS + 1.5, path=DOWNLOAD)
+    )
     report = RunReport(
         on_event=lambda event: (
             downloaded.append(event.bytes) if event.phase == "downloading" else None
@@ -161,7 +164,8 @@ def test_a_stalled_download_has_its_first_rows_staged_before_it_resumes(
     assert record.row_count == emulator.execute("select count(*) from balance_transactions")[0][0]
 
 
-def test_a_download_that_breaks_off_loads_every_row_once(harness, emulator):
+def test_a_download_that_breaks_off_loads_every_row_once(harness, emulator, monkeypatch):
+    monkeypatch.setattr(source, "FOLLOW_AFTER_SECONDS", 0.0)  # read it from its first chunk
     emulator.add_fault(Fault(kind="truncate", fraction=0.6, path=DOWNLOAD, times=1))
 
     result, _ = run_watching(harness)
@@ -191,3 +195,19 @@ def test_a_bad_value_early_in_a_slow_download_fails_without_downloading_the_rest
     # Its slot of max_concurrent_runs was freed: the other query ran and loaded.
     charges = emulator.execute("select count(*) from charges")[0][0]
     assert harness.sql("select count(*) from sigma.charges") == [(charges,)]
+
+
+def test_a_download_that_ends_quickly_is_read_whole_from_its_file(harness, monkeypatch):
+    opened = []
+    open_csv = arrow_csv._open_csv
+
+    def watched_open(path, *args):
+        opened.append(path)
+        return open_csv(path, *args)
+
+    monkeypatch.setattr(arrow_csv, "_open_csv", watched_open)
+
+    result, _ = run_watching(harness)
+
+    assert result.ok, result.failures
+    assert opened and all(isinstance(path, Path) for path in opened)
