@@ -180,6 +180,7 @@ def sigma_source(
             poll_max_interval=poll_max_interval,
         )
     )
+    _reserve_io_threads()
     context = _RunContext(
         client=client,
         now=_utc_now_ms(),
@@ -192,6 +193,18 @@ def sigma_source(
         csv_block_size=csv_block_size,
     )
     return [_query_resource(query, context) for query in queries]
+
+
+def _reserve_io_threads() -> None:
+    """Leave pyarrow's I/O threads enough for every result read as it arrives.
+
+    pyarrow's CSV reader reads ahead on an I/O thread, which waits there for a download's
+    bytes: with fewer threads than staging slots, one slow download could hold up the
+    reading of another query's result that is already whole.
+    """
+    wanted = 2 * STAGING_SLOTS
+    if pa.io_thread_count() < wanted:
+        pa.set_io_thread_count(wanted)
 
 
 def _query_resource(query: Query, context: _RunContext) -> DltResource:

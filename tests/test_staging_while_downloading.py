@@ -211,3 +211,15 @@ def test_a_download_that_ends_quickly_is_read_whole_from_its_file(harness, monke
 
     assert result.ok, result.failures
     assert opened and all(isinstance(path, Path) for path in opened)
+
+
+def test_pyarrow_gets_an_io_thread_for_every_result_that_can_be_read_as_it_arrives(monkeypatch):
+    import pyarrow as pa
+
+    before = pa.io_thread_count()
+    monkeypatch.setattr(source, "STAGING_SLOTS", before)  # a machine with many cores
+    try:
+        source._reserve_io_threads()
+        assert pa.io_thread_count() == 2 * before
+    finally:
+        pa.set_io_thread_count(before)
