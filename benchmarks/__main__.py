@@ -317,13 +317,15 @@ def _memory_section(results: dict[str, Any]) -> list[str]:
             for name, series in result.series.items():
                 lines.append(f"- {result.rows:,} rows, {name}: {span(series.peaks, 'MiB', 0)}")
     if lines:
-        from sigma_source.loader import DEFAULT_DUCKDB_MEMORY_LIMIT
+        from sigma_source.duckdb_memory import FLOOR_BYTES
         from sigma_source.staging import ROW_GROUP_ROWS
 
         lines.append(
             f"\nsigma-load holds one parquet row group ({ROW_GROUP_ROWS:,} rows) and pyarrow's "
             f"1 MiB CSV blocks at a time, hands that memory back before DuckDB loads, and caps "
-            f"DuckDB at {DEFAULT_DUCKDB_MEMORY_LIMIT}; the limit runs DuckDB with its defaults."
+            f"DuckDB at what the load's rows need per DuckDB thread (at least "
+            f"{FLOOR_BYTES >> 20} MiB: see `sigma_source/duckdb_memory.py`); the limit runs "
+            "DuckDB with its defaults."
         )
     return lines
 

@@ -23,6 +23,7 @@ from dlt.common.pipeline import LoadInfo, get_dlt_pipelines_dir
 from dlt.load.exceptions import LoadClientJobException
 from dlt.pipeline.exceptions import PipelineStepFailed
 
+from sigma_source.duckdb_memory import insert_shape, load_memory, machine_memory_bytes
 from sigma_source.errors import ConfigError, SigmaLoadError
 from sigma_source.lineage import QueryRunRecord
 from sigma_source.repair import (
@@ -37,10 +38,9 @@ from sigma_source.source import RunReport, remove_leftover_staging, sigma_source
 DESTINATIONS = ("duckdb", "postgres", "bigquery")
 DEFAULT_PIPELINE_NAME = "sigma_load"
 DEFAULT_DATASET = "sigma"
-# DuckDB's memory while loading: without a limit it takes ~80% of RAM and its peak grows with
-# the load. 128 MB loaded 1M and 5M rows as fast as 1 GB did, so the peak stays the same
-# whatever the result's size; larger operations (merges) spill to disk.
-DEFAULT_DUCKDB_MEMORY_LIMIT = "128MB"
+# DuckDB's memory outside a load (opening the file, restoring dlt's state). Each load's limit
+# is sized to the files it inserts (see `duckdb_memory`), unless the caller sets one.
+DUCKDB_MEMORY_LIMIT_OUTSIDE_LOADS = "128MB"
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,9 @@ class RunOptions:
     vars: dict[str, Any] = field(default_factory=dict)
     # None: dlt's own setting (`destination.duckdb.credentials`), else <pipeline_name>.duckdb
     duckdb_path: str | None = None
-    duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
+    # None: sized before each load to the rows it inserts (see `duckdb_memory`); a DuckDB
+    # size ("2GB") fixes it instead, for every load.
+    duckdb_memory_limit: str | None = None
     pipelines_dir: str | None = None
     source_settings: dict[str, Any] = field(default_factory=dict)
 
@@ -132,7 +134,7 @@ def run(options: RunOptions, report: RunReport | None = None) -> RunResult:
     Pass your own `report` (with `on_event` to follow progress) to keep what each query did
     even when a later step of the load raises.
     """
-    with pipeline_lock(options):
+    with pipeline_lock(options), duckdb_memory_sized_to_each_load(options):
         pipeline, source, report = prepare(options, report)
         try:
             info = pipeline.run(source, loader_file_format=loader_file_format(options.destination))
@@ -288,8 +290,71 @@ def _duckdb_credentials(path: str, options: RunOptions) -> Any:
     """
     from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
-    settings = {"preserve_insertion_order": False, "memory_limit": options.duckdb_memory_limit}
+    memory_limit = options.duckdb_memory_limit or DUCKDB_MEMORY_LIMIT_OUTSIDE_LOADS
+    settings = {"preserve_insertion_order": False, "memory_limit": memory_limit}
     return DuckDbCredentials(path, global_config=settings)
+
+
+@contextlib.contextmanager
+def duckdb_memory_sized_to_each_load(options: RunOptions) -> Iterator[None]:
+    """Size DuckDB's memory limit to each load of the pipeline while the block runs.
+
+    dlt calls its tracking modules (`dlt.pipeline.trace.TRACKING_MODULES`) as each step
+    starts: at the start of a load, the files are written and DuckDB is not yet connected
+    to, and its credentials' pragmas are applied to every connection the load opens.
+    """
+    if options.destination != "duckdb" or options.duckdb_memory_limit:
+        yield
+        return
+    from dlt.pipeline import trace
+
+    module = _DuckDbLoadSizing(options.pipeline_name)
+    trace.TRACKING_MODULES.append(module)
+    try:
+        yield
+    finally:
+        trace.TRACKING_MODULES.remove(module)
+
+
+class _DuckDbLoadSizing:
+    """A dlt tracking module that sizes DuckDB's memory as a load of its pipeline starts."""
+
+    def __init__(self, pipeline_name: str) -> None:
+        self.pipeline_name = pipeline_name
+
+    def on_start_trace(self, trace: Any, step: str, pipeline: Any) -> None:
+        pass
+
+    def on_start_trace_step(self, trace: Any, step: str, pipeline: Any) -> None:
+        if step != "load" or pipeline.pipeline_name != self.pipeline_name:
+            return
+        credentials = pipeline.destination.config_params.get("credentials")
+        if credentials is None:
+            return
+        shapes = [insert_shape(path) for path in _parquet_files_to_load(pipeline)]
+        memory = load_memory(shapes, threads=duckdb_threads(), machine_bytes=machine_memory_bytes())
+        credentials.pragmas = memory.pragmas()
+
+    def on_end_trace_step(self, *args: Any) -> None:
+        pass
+
+    def on_end_trace(self, *args: Any) -> None:
+        pass
+
+
+def duckdb_threads() -> int:
+    """The threads DuckDB would use by default: one per core."""
+    return os.cpu_count() or 1
+
+
+def _parquet_files_to_load(pipeline: dlt.Pipeline) -> list[str]:
+    """The parquet files of the pipeline's normalized packages, which its load inserts."""
+    files = []
+    for load_id in pipeline.list_normalized_load_packages():
+        jobs = pipeline.get_load_package_info(load_id).jobs
+        for state in ("new_jobs", "started_jobs"):
+            files += [job.file_path for job in jobs.get(state, [])]
+    return [path for path in files if path.endswith(".parquet")]
 
 
 def loader_file_format(destination: str) -> str | None:

@@ -102,8 +102,15 @@ def _complete(words: str, env: dict[str, str] | None = None) -> list[str]:
 
 
 def test_show_completion_prints_a_bash_completion_script():
+    # Typer's own switch to name the shell instead of finding it among the parent processes,
+    # which depend on how the suite was started (a terminal, CI, a background job).
+    env = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
     done = subprocess.run(
-        [str(SIGMA_LOAD), "--show-completion", "bash"], capture_output=True, text=True, timeout=60
+        [str(SIGMA_LOAD), "--show-completion", "bash"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
 
     assert done.returncode == 0
