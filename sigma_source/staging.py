@@ -188,8 +188,9 @@ class StagingFile:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        # Hand what parsing and encoding used back to the system now: the load comes next,
-        # and the allocator would otherwise keep it (~130 MB) through the load's own peak.
+        # Hand what parsing and encoding used back to the system now: the load comes next.
+        # (jemalloc's freed pages go back over its decay time whatever this does; see
+        # `loader.use_memory_returning_allocator`.)
         pa.default_memory_pool().release_unused()
 
     def abort(self) -> None:
