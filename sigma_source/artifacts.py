@@ -78,15 +78,14 @@ def run_and_record(
     """
     from sigma_source.errors import ConfigError, SigmaLoadError
     from sigma_source.loader import run
-    from sigma_source.progress import following_dlt_steps, rows_per_query
+    from sigma_source.progress import rows_per_query
     from sigma_source.source import RunReport
 
     report = RunReport(on_event=tracker)
     started_at, clock = utc_stamp(), time.monotonic()
     result, error = None, None
     try:
-        with following_dlt_steps(tracker):
-            result = run(options, report)
+        result = run(options, report)
     except ConfigError:
         raise
     except SigmaLoadError as problem:

@@ -12,8 +12,10 @@ import contextlib
 import inspect
 import os
 import re
+import threading
+import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from sigma_source.duckdb_memory import insert_shape, load_memory, machine_memory_bytes
 from sigma_source.errors import ConfigError, SigmaLoadError
+from sigma_source.events import EventCallback, Phase, ProgressEvent
 from sigma_source.lineage import QueryRunRecord
 from sigma_source.repair import (
     finish_interrupted_roll_back,
@@ -144,7 +147,10 @@ def run(options: RunOptions, report: RunReport | None = None) -> RunResult:
     with pipeline_lock(options), duckdb_memory_sized_to_each_load(options):
         pipeline, source, report = prepare(options, report)
         try:
-            info = pipeline.run(source, loader_file_format=loader_file_format(options.destination))
+            with reporting_dlt_steps(report, options.pipeline_name):
+                info = pipeline.run(
+                    source, loader_file_format=loader_file_format(options.destination)
+                )
         except PipelineStepFailed as error:
             cause = _root_exception(error)
             if isinstance(cause, ConfigurationException):  # e.g. no Postgres credentials
@@ -300,6 +306,76 @@ def _duckdb_credentials(path: str, options: RunOptions) -> Any:
     memory_limit = options.duckdb_memory_limit or DUCKDB_MEMORY_LIMIT_OUTSIDE_LOADS
     settings = {"preserve_insertion_order": False, "memory_limit": memory_limit}
     return DuckDbCredentials(path, global_config=settings)
+
+
+NORMALIZING = "dlt is normalizing"
+
+
+@contextlib.contextmanager
+def reporting_dlt_steps(report: RunReport, pipeline_name: str) -> Iterator[None]:
+    """Tell the report's listener when dlt normalizes and loads the queries it staged.
+
+    The source reports a query as `waiting` once its rows are staged. As dlt's normalize
+    step starts, every waiting query hears `waiting` again with the message NORMALIZING; as
+    its load step starts, `loading`; and when the load step succeeds, `loaded`. A failed
+    load is the caller's to report (the run raises).
+    """
+    if report.on_event is None:
+        yield
+        return
+    from dlt.pipeline import trace
+
+    steps = _QueryPhasesOverDltSteps(report.on_event, pipeline_name)
+    report.on_event = steps
+    trace.TRACKING_MODULES.append(steps)
+    try:
+        yield
+    finally:
+        trace.TRACKING_MODULES.remove(steps)
+        report.on_event = steps.listener
+
+
+class _QueryPhasesOverDltSteps:
+    """The report's listener, and a dlt tracking module moving waiting queries on."""
+
+    def __init__(self, listener: EventCallback, pipeline_name: str) -> None:
+        self.listener = listener
+        self.pipeline_name = pipeline_name
+        self._latest: dict[str, ProgressEvent] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        with self._lock:
+            self._latest[event.query] = event
+        self.listener(event)
+
+    def _advance(self, phase: str, to: Phase, message: str | None = None) -> None:
+        with self._lock:
+            moving = [event for event in self._latest.values() if event.phase == phase]
+        for event in moving:
+            self(replace(event, phase=to, message=message, at=time.monotonic()))
+
+    def on_start_trace(self, trace: Any, step: str, pipeline: Any) -> None:
+        pass
+
+    def on_start_trace_step(self, trace: Any, step: str, pipeline: Any) -> None:
+        if pipeline.pipeline_name != self.pipeline_name:
+            return
+        if step == "normalize":
+            self._advance("waiting", "waiting", NORMALIZING)
+        elif step == "load":
+            self._advance("waiting", "loading")
+
+    def on_end_trace_step(
+        self, trace: Any, step: Any, pipeline: Any, step_info: Any, send_state: bool
+    ) -> None:
+        if pipeline.pipeline_name != self.pipeline_name:
+            return
+        if step.step == "load" and step.step_exception is None:
+            self._advance("loading", "loaded")
+
+    def on_end_trace(self, trace: Any, pipeline: Any, send_state: bool) -> None:
+        pass
 
 
 @contextlib.contextmanager

@@ -4,8 +4,8 @@ for machines, nothing with `--quiet`.
 `RunTracker` is the `on_event` callback a `RunReport` carries. It keeps each query's latest
 state and the time spent in each phase (for `run_results.json`), and hands what is worth
 showing to a display. Events come from dlt's worker threads, so everything here is locked.
-The source reports a query as `waiting` once its rows are staged; `following_dlt_steps` tells
-the tracker when dlt's load step starts and ends, which is when those queries are `loading`.
+The source reports a query as `waiting` once its rows are staged; the loader reports it
+`loading` and `loaded` as dlt's load step starts and ends (`loader.reporting_dlt_steps`).
 Displays throttle repeats of a phase (a download reports every MiB) to one line per
 `interval` seconds; a new phase or window is always shown.
 """
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import IO, Any, Protocol
 
-from sigma_source.events import Phase, ProgressEvent, utc_stamp
+from sigma_source.events import ProgressEvent, utc_stamp
 
 ENDED = ("loaded", "failed")
 TIMED_PHASES = ("rendering", "running", "downloading", "staging", "waiting", "loading")
@@ -40,7 +40,6 @@ JSON_KEYS = (
     "message",
 )
 """Every progress object carries exactly these keys (null when unknown), in this order."""
-NORMALIZING = "dlt is normalizing"
 
 
 @dataclass
@@ -123,24 +122,6 @@ class RunTracker:
     def timings(self) -> dict[str, dict[str, float]]:
         with self._lock:
             return {name: dict(progress.timings) for name, progress in self.queries.items()}
-
-    def dlt_step_started(self, step: str) -> None:
-        """dlt started a step: `normalize` or `load` moves on every query waiting for it."""
-        if step == "normalize":
-            self._advance_waiting("waiting", "waiting", NORMALIZING)
-        elif step == "load":
-            self._advance_waiting("waiting", "loading")
-
-    def dlt_step_ended(self, step: str, failed: bool) -> None:
-        """dlt's load step ended: the queries it loaded are loaded (a failure: see `finish`)."""
-        if step == "load" and not failed:
-            self._advance_waiting("loading", "loaded")
-
-    def _advance_waiting(self, phase: str, to: Phase, message: str | None = None) -> None:
-        with self._lock:
-            moving = [p.latest for p in self.queries.values() if p.latest.phase == phase]
-        for event in moving:
-            self(replace(event, phase=to, message=message, at=time.monotonic()))
 
 
 # --- what a line says ------------------------------------------------------------------------
@@ -340,44 +321,6 @@ def pick_display(log_format: str, quiet: bool, console: Any, stream: IO[str]) ->
     if console.is_terminal:
         return LiveDisplay(console)
     return LineDisplay(console.file)
-
-
-@contextmanager
-def following_dlt_steps(tracker: RunTracker) -> Iterator[None]:
-    """Tell `tracker` when dlt's steps start and end, for the duration.
-
-    dlt calls its tracking modules (`dlt.pipeline.trace.TRACKING_MODULES`) around every step
-    of every pipeline in the process; this one is there only while the block runs.
-    """
-    from dlt.pipeline import trace
-
-    module = _DltSteps(tracker)
-    trace.TRACKING_MODULES.append(module)
-    try:
-        yield
-    finally:
-        trace.TRACKING_MODULES.remove(module)
-
-
-class _DltSteps:
-    """A dlt tracking module that passes step starts and ends on to a `RunTracker`."""
-
-    def __init__(self, tracker: RunTracker) -> None:
-        self.tracker = tracker
-
-    def on_start_trace(self, trace: Any, step: str, pipeline: Any) -> None:
-        pass
-
-    def on_start_trace_step(self, trace: Any, step: str, pipeline: Any) -> None:
-        self.tracker.dlt_step_started(step)
-
-    def on_end_trace_step(
-        self, trace: Any, step: Any, pipeline: Any, step_info: Any, send_state: bool
-    ) -> None:
-        self.tracker.dlt_step_ended(step.step, failed=step.step_exception is not None)
-
-    def on_end_trace(self, trace: Any, pipeline: Any, send_state: bool) -> None:
-        pass
 
 
 @contextmanager
