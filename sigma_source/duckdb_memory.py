@@ -11,8 +11,9 @@ failed on two.
 
 So the limit is set just before each load, from the footers of the parquet files it is
 about to insert: per file, a row group's worth of its rows and columns for each DuckDB thread
-it can keep busy; a floor that keeps small loads as they were; and fewer threads when that
-would take more than a share of the machine's memory.
+it can keep busy, and for a table dlt merges into, room for all its rows; a floor that keeps
+small loads as they were; fewer threads when that would take more than a share of the
+machine's memory; and never more than DuckDB's own default limit.
 """
 
 from __future__ import annotations
@@ -31,12 +32,16 @@ DUCKDB_ROW_GROUP_ROWS = 122_880
 # 0.55 to 0.7 times the parquet bytes of its rows. The estimate, 1 MiB per column plus those
 # bytes whole, came to 1.6 to 2.6 times the limit each shape needed.
 PER_COLUMN_BYTES = 1 << 20
+# A merge of 300K rows of 20 text columns on 2 and on 8 threads failed under 1.9 and 3.2
+# times the file's bytes, above what inserting them needs; the estimate adds 3 times.
+MERGE_BYTES_FACTOR = 3
 # What DuckDB holds besides the threads' row groups (measured: a few MB).
 BASE_BYTES = 32 << 20
 # The limit a small load gets: what every load had before the limit was sized.
 FLOOR_BYTES = 128 << 20
 # Threads are cut back before the limit takes more than this share of the machine's memory.
 MEMORY_SHARE = 0.5
+DUCKDB_DEFAULT_SHARE = 0.8
 
 
 @dataclass(frozen=True)
@@ -47,14 +52,20 @@ class InsertShape:
     rows: int
     row_groups: int  # a file keeps at most one DuckDB thread per row group busy
     bytes_per_row: float  # of its widest row group, as parquet holds them before compression
+    merged: bool = False  # rows dlt merges into their table, after inserting them
 
     def need(self, threads: int) -> int:
         """Bytes to insert the file on `threads` threads: each builds a row group of its own,
-        of at most DUCKDB_ROW_GROUP_ROWS rows, and fewer when the rows are shared out first."""
+        of at most DUCKDB_ROW_GROUP_ROWS rows, and fewer when the rows are shared out first.
+
+        A merge then deduplicates the rows by primary key (a window over all of them) and
+        inserts them again: that holds every row at once, so it grows with the file.
+        """
         busy = max(min(threads, self.row_groups), 1)
         rows_per_thread = min(DUCKDB_ROW_GROUP_ROWS, -(-self.rows // busy))
         per_thread = self.columns * PER_COLUMN_BYTES + rows_per_thread * self.bytes_per_row
-        return int(busy * per_thread)
+        merge = MERGE_BYTES_FACTOR * self.rows * self.bytes_per_row if self.merged else 0
+        return int(busy * per_thread + merge)
 
 
 @dataclass(frozen=True)
@@ -68,7 +79,7 @@ class LoadMemory:
         return [f"memory_limit='{self.limit_bytes >> 20}MiB'", f"threads={self.threads}"]
 
 
-def insert_shape(path: str | Path) -> InsertShape:
+def insert_shape(path: str | Path, *, merged: bool = False) -> InsertShape:
     """The shape of a parquet file, read from its footer (no rows are read)."""
     metadata = pq.read_metadata(path)
     row_groups = [metadata.row_group(index) for index in range(metadata.num_row_groups)]
@@ -77,6 +88,7 @@ def insert_shape(path: str | Path) -> InsertShape:
         rows=metadata.num_rows,
         row_groups=len(row_groups),
         bytes_per_row=max((_bytes_per_row(group) for group in row_groups), default=0.0),
+        merged=merged,
     )
 
 
@@ -96,7 +108,10 @@ def load_memory(
     chosen = max(threads, 1)
     while chosen > 1 and budget is not None and _need(shapes, chosen) > budget:
         chosen -= 1
-    return LoadMemory(max(FLOOR_BYTES, _need(shapes, chosen)), chosen)
+    limit = max(FLOOR_BYTES, _need(shapes, chosen))
+    if machine_bytes is not None:  # never past DuckDB's own default, 80% of the memory
+        limit = min(limit, max(FLOOR_BYTES, int(machine_bytes * DUCKDB_DEFAULT_SHARE)))
+    return LoadMemory(limit, chosen)
 
 
 def _need(shapes: list[InsertShape], threads: int) -> int:

@@ -414,7 +414,10 @@ class _DuckDbLoadSizing:
         credentials = pipeline.destination.config_params.get("credentials")
         if credentials is None:
             return
-        shapes = [insert_shape(path) for path in _parquet_files_to_load(pipeline)]
+        shapes = [
+            insert_shape(path, merged=_is_merged(pipeline, path))
+            for path in _parquet_files_to_load(pipeline)
+        ]
         memory = load_memory(shapes, threads=duckdb_threads(), machine_bytes=machine_memory_bytes())
         credentials.pragmas = memory.pragmas()
 
@@ -428,6 +431,15 @@ class _DuckDbLoadSizing:
 def duckdb_threads() -> int:
     """The threads DuckDB would use by default: one per core."""
     return os.cpu_count() or 1
+
+
+def _is_merged(pipeline: dlt.Pipeline, path: str) -> bool:
+    """Whether dlt merges the rows of this load file into their table."""
+    from dlt.common.storages.load_package import ParsedLoadJobFileName
+
+    table_name = ParsedLoadJobFileName.parse(path).table_name
+    table = pipeline.default_schema.tables.get(table_name) or {}
+    return table.get("write_disposition") == "merge"
 
 
 def _parquet_files_to_load(pipeline: dlt.Pipeline) -> list[str]:

@@ -3,6 +3,8 @@ wide the rows and however many the cores, and no more than the floor for a small
 
 from __future__ import annotations
 
+import dataclasses
+
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -168,10 +170,29 @@ def test_threads_are_cut_to_fit_half_the_machines_memory():
 def test_one_thread_is_left_however_little_memory_the_machine_has():
     shape = _shape(row_mib=499)
 
-    memory = load_memory([shape], threads=8, machine_bytes=256 * MIB)
+    memory = load_memory([shape], threads=8, machine_bytes=1024 * MIB)
 
     assert memory.threads == 1
     assert memory.limit_bytes == duckdb_memory.BASE_BYTES + _per_thread(shape)
+
+
+def test_a_merged_file_needs_room_for_all_its_rows():
+    inserted = _shape(rows=10_000_000, row_mib=1)
+    merged = dataclasses.replace(inserted, merged=True)
+
+    extra = merged.need(threads=4) - inserted.need(threads=4)
+
+    assert extra == pytest.approx(
+        duckdb_memory.MERGE_BYTES_FACTOR * inserted.rows * inserted.bytes_per_row, rel=1e-9
+    )
+
+
+def test_the_limit_never_passes_duckdbs_own_default():
+    huge = dataclasses.replace(_shape(rows=100_000_000, row_mib=10), merged=True)
+
+    memory = load_memory([huge], threads=8, machine_bytes=4096 * MIB)
+
+    assert memory.limit_bytes == int(4096 * MIB * duckdb_memory.DUCKDB_DEFAULT_SHARE)
 
 
 def test_pragmas_set_duckdbs_limit_and_threads():
@@ -184,28 +205,53 @@ def test_a_memory_limit_the_caller_sets_is_not_resized():
         assert before == trace.TRACKING_MODULES
 
 
-def test_a_wide_load_on_many_threads_loads_every_row(tmp_path, emulator, monkeypatch):
-    # The staged file gets many small row groups and DuckDB eight threads, as on a laptop
-    # with eight cores: under the fixed 128 MB limit this load failed.
-    monkeypatch.setattr(staging, "ROW_GROUP_ROWS", SMALL_ROW_GROUP)
-    monkeypatch.setattr(loader, "duckdb_threads", lambda: MANY_THREADS)
+def _write_wide_query(harness: LoaderHarness, config: str = "") -> int:
+    """A query of ROWS rows, each with many text columns; returns its row count."""
     copies = -(-ROWS // 500)
-    harness = LoaderHarness(tmp_path, emulator.url)
     other_ids = ", ".join(f"b.id || '_{n}_' || r.range as id_{n}" for n in range(EXTRA_ID_COLUMNS))
     harness.write_query(
         "wide",
         f"""
+        {config}
         select b.id || '_' || r.range as id, {other_ids}, b.source_id, b.description,
                b.amount, b.fee, b.net, b.currency, b.type, b.created, b.available_on
         from balance_transactions b cross join range({copies}) r
         """,
     )
+    return 500 * copies
+
+
+def _load_settings(result) -> tuple[int, str]:
+    memory_limit, threads = result.pipeline.destination.config_params["credentials"].pragmas
+    return int(memory_limit.removeprefix("memory_limit='").removesuffix("MiB'")), threads
+
+
+def test_a_wide_load_on_many_threads_loads_every_row(tmp_path, emulator, monkeypatch):
+    # The staged file gets many small row groups and DuckDB eight threads, as on a laptop
+    # with eight cores: under the fixed 128 MB limit this load failed.
+    monkeypatch.setattr(staging, "ROW_GROUP_ROWS", SMALL_ROW_GROUP)
+    monkeypatch.setattr(loader, "duckdb_threads", lambda: MANY_THREADS)
+    harness = LoaderHarness(tmp_path, emulator.url)
+    rows = _write_wide_query(harness)
 
     result = harness.run()
 
     assert result.ok, result.failures
-    assert harness.sql("select count(*) from sigma.wide") == [(500 * copies,)]
+    assert harness.sql("select count(*) from sigma.wide") == [(rows,)]
     # The load ran on the eight threads, under a limit sized to the staged file's rows.
-    memory_limit, threads = result.pipeline.destination.config_params["credentials"].pragmas
+    limit_mib, threads = _load_settings(result)
     assert threads == f"threads={MANY_THREADS}"
-    assert int(memory_limit.removeprefix("memory_limit='").removesuffix("MiB'")) > 128
+    assert limit_mib > 128
+
+
+def test_a_wide_merge_loads_again_without_running_out_of_memory(tmp_path, emulator, monkeypatch):
+    # A merge deduplicates every staged row at once: 128 MB, or what the insert alone
+    # needs, failed it on two threads as on eight.
+    monkeypatch.setattr(loader, "duckdb_threads", lambda: MANY_THREADS)
+    harness = LoaderHarness(tmp_path, emulator.url)
+    rows = _write_wide_query(harness, "{{ config(primary_key='id', write_disposition='merge') }}")
+
+    first, second = harness.run(), harness.run()
+
+    assert first.ok and second.ok, (first.failures, second.failures)
+    assert harness.sql("select count(*), count(distinct id) from sigma.wide") == [(rows, rows)]
