@@ -18,8 +18,9 @@ machine's memory; and never more than DuckDB's own default limit.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,3 +125,80 @@ def machine_memory_bytes() -> int | None:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, OSError, ValueError):
         return None
+
+
+# --- applied to each load of a dlt pipeline ---------------------------------------------------
+
+
+@contextlib.contextmanager
+def duckdb_memory_sized_to_each_load(pipeline_name: str, enabled: bool = True) -> Iterator[None]:
+    """Size DuckDB's memory limit to each load of the pipeline while the block runs.
+
+    dlt calls its tracking modules (`dlt.pipeline.trace.TRACKING_MODULES`) as each step
+    starts. At the start of a load the files are written and DuckDB is not yet connected
+    to; the credentials' pragmas are applied to every connection the load then opens.
+    """
+    if not enabled:
+        yield
+        return
+    from dlt.pipeline import trace
+
+    module = _SizingEachLoad(pipeline_name)
+    trace.TRACKING_MODULES.append(module)
+    try:
+        yield
+    finally:
+        trace.TRACKING_MODULES.remove(module)
+
+
+def duckdb_threads() -> int:
+    """The threads DuckDB would use by default: one per core."""
+    return os.cpu_count() or 1
+
+
+class _SizingEachLoad:
+    """A dlt tracking module that sizes DuckDB's memory as a load of its pipeline starts."""
+
+    def __init__(self, pipeline_name: str) -> None:
+        self.pipeline_name = pipeline_name
+
+    def on_start_trace(self, trace: Any, step: str, pipeline: Any) -> None:
+        pass
+
+    def on_start_trace_step(self, trace: Any, step: str, pipeline: Any) -> None:
+        if step != "load" or pipeline.pipeline_name != self.pipeline_name:
+            return
+        credentials = pipeline.destination.config_params.get("credentials")
+        if credentials is None:
+            return
+        shapes = [
+            insert_shape(path, merged=_is_merged(pipeline, path))
+            for path in _parquet_files_to_load(pipeline)
+        ]
+        memory = load_memory(shapes, threads=duckdb_threads(), machine_bytes=machine_memory_bytes())
+        credentials.pragmas = memory.pragmas()
+
+    def on_end_trace_step(self, *args: Any) -> None:
+        pass
+
+    def on_end_trace(self, *args: Any) -> None:
+        pass
+
+
+def _is_merged(pipeline: Any, path: str) -> bool:
+    """Whether dlt merges the rows of this load file into their table."""
+    from dlt.common.storages.load_package import ParsedLoadJobFileName
+
+    table_name = ParsedLoadJobFileName.parse(path).table_name
+    table = pipeline.default_schema.tables.get(table_name) or {}
+    return table.get("write_disposition") == "merge"
+
+
+def _parquet_files_to_load(pipeline: Any) -> list[str]:
+    """The parquet files of the pipeline's normalized packages, which its load inserts."""
+    files = []
+    for load_id in pipeline.list_normalized_load_packages():
+        jobs = pipeline.get_load_package_info(load_id).jobs
+        for state in ("new_jobs", "started_jobs"):
+            files += [job.file_path for job in jobs.get(state, [])]
+    return [path for path in files if path.endswith(".parquet")]

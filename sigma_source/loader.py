@@ -25,7 +25,7 @@ from dlt.common.pipeline import LoadInfo, get_dlt_pipelines_dir
 from dlt.load.exceptions import LoadClientJobException
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from sigma_source.duckdb_memory import insert_shape, load_memory, machine_memory_bytes
+from sigma_source.duckdb_memory import duckdb_memory_sized_to_each_load
 from sigma_source.errors import ConfigError, SigmaLoadError
 from sigma_source.events import EventCallback, Phase, ProgressEvent
 from sigma_source.lineage import QueryRunRecord
@@ -144,7 +144,8 @@ def run(options: RunOptions, report: RunReport | None = None) -> RunResult:
     Pass your own `report` (with `on_event` to follow progress) to keep what each query did
     even when a later step of the load raises.
     """
-    with pipeline_lock(options), duckdb_memory_sized_to_each_load(options):
+    sized = options.destination == "duckdb" and not options.duckdb_memory_limit
+    with pipeline_lock(options), duckdb_memory_sized_to_each_load(options.pipeline_name, sized):
         pipeline, source, report = prepare(options, report)
         try:
             with reporting_dlt_steps(report, options.pipeline_name):
@@ -376,80 +377,6 @@ class _QueryPhasesOverDltSteps:
 
     def on_end_trace(self, trace: Any, pipeline: Any, send_state: bool) -> None:
         pass
-
-
-@contextlib.contextmanager
-def duckdb_memory_sized_to_each_load(options: RunOptions) -> Iterator[None]:
-    """Size DuckDB's memory limit to each load of the pipeline while the block runs.
-
-    dlt calls its tracking modules (`dlt.pipeline.trace.TRACKING_MODULES`) as each step
-    starts: at the start of a load, the files are written and DuckDB is not yet connected
-    to, and its credentials' pragmas are applied to every connection the load opens.
-    """
-    if options.destination != "duckdb" or options.duckdb_memory_limit:
-        yield
-        return
-    from dlt.pipeline import trace
-
-    module = _DuckDbLoadSizing(options.pipeline_name)
-    trace.TRACKING_MODULES.append(module)
-    try:
-        yield
-    finally:
-        trace.TRACKING_MODULES.remove(module)
-
-
-class _DuckDbLoadSizing:
-    """A dlt tracking module that sizes DuckDB's memory as a load of its pipeline starts."""
-
-    def __init__(self, pipeline_name: str) -> None:
-        self.pipeline_name = pipeline_name
-
-    def on_start_trace(self, trace: Any, step: str, pipeline: Any) -> None:
-        pass
-
-    def on_start_trace_step(self, trace: Any, step: str, pipeline: Any) -> None:
-        if step != "load" or pipeline.pipeline_name != self.pipeline_name:
-            return
-        credentials = pipeline.destination.config_params.get("credentials")
-        if credentials is None:
-            return
-        shapes = [
-            insert_shape(path, merged=_is_merged(pipeline, path))
-            for path in _parquet_files_to_load(pipeline)
-        ]
-        memory = load_memory(shapes, threads=duckdb_threads(), machine_bytes=machine_memory_bytes())
-        credentials.pragmas = memory.pragmas()
-
-    def on_end_trace_step(self, *args: Any) -> None:
-        pass
-
-    def on_end_trace(self, *args: Any) -> None:
-        pass
-
-
-def duckdb_threads() -> int:
-    """The threads DuckDB would use by default: one per core."""
-    return os.cpu_count() or 1
-
-
-def _is_merged(pipeline: dlt.Pipeline, path: str) -> bool:
-    """Whether dlt merges the rows of this load file into their table."""
-    from dlt.common.storages.load_package import ParsedLoadJobFileName
-
-    table_name = ParsedLoadJobFileName.parse(path).table_name
-    table = pipeline.default_schema.tables.get(table_name) or {}
-    return table.get("write_disposition") == "merge"
-
-
-def _parquet_files_to_load(pipeline: dlt.Pipeline) -> list[str]:
-    """The parquet files of the pipeline's normalized packages, which its load inserts."""
-    files = []
-    for load_id in pipeline.list_normalized_load_packages():
-        jobs = pipeline.get_load_package_info(load_id).jobs
-        for state in ("new_jobs", "started_jobs"):
-            files += [job.file_path for job in jobs.get(state, [])]
-    return [path for path in files if path.endswith(".parquet")]
 
 
 def loader_file_format(destination: str) -> str | None:

@@ -9,9 +9,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dlt.pipeline import trace
 
-from sigma_source import duckdb_memory, loader, staging
+from sigma_source import duckdb_memory, staging
 from sigma_source.duckdb_memory import (
     FLOOR_BYTES,
     InsertShape,
@@ -19,7 +18,6 @@ from sigma_source.duckdb_memory import (
     insert_shape,
     load_memory,
 )
-from sigma_source.loader import RunOptions, duckdb_memory_sized_to_each_load
 from tests.loader_helpers import LoaderHarness
 
 MIB = 1 << 20
@@ -199,10 +197,16 @@ def test_pragmas_set_duckdbs_limit_and_threads():
     assert LoadMemory(300 * MIB, 4).pragmas() == ["memory_limit='300MiB'", "threads=4"]
 
 
-def test_a_memory_limit_the_caller_sets_is_not_resized():
-    before = list(trace.TRACKING_MODULES)
-    with duckdb_memory_sized_to_each_load(RunOptions(duckdb_memory_limit="2GB")):
-        assert before == trace.TRACKING_MODULES
+def test_a_memory_limit_the_caller_sets_is_kept_for_the_load(tmp_path, emulator):
+    harness = LoaderHarness(tmp_path, emulator.url)
+    harness.write_query("few", "select id, amount from balance_transactions limit 10")
+
+    result = harness.run(duckdb_memory_limit="2GB")
+
+    assert result.ok, result.failures
+    credentials = result.pipeline.destination.config_params["credentials"]
+    assert credentials.global_config["memory_limit"] == "2GB"
+    assert not credentials.pragmas
 
 
 def _write_wide_query(harness: LoaderHarness, config: str = "") -> int:
@@ -230,7 +234,7 @@ def test_a_wide_load_on_many_threads_loads_every_row(tmp_path, emulator, monkeyp
     # The staged file gets many small row groups and DuckDB eight threads, as on a laptop
     # with eight cores: under the fixed 128 MB limit this load failed.
     monkeypatch.setattr(staging, "ROW_GROUP_ROWS", SMALL_ROW_GROUP)
-    monkeypatch.setattr(loader, "duckdb_threads", lambda: MANY_THREADS)
+    monkeypatch.setattr(duckdb_memory, "duckdb_threads", lambda: MANY_THREADS)
     harness = LoaderHarness(tmp_path, emulator.url)
     rows = _write_wide_query(harness)
 
@@ -247,7 +251,7 @@ def test_a_wide_load_on_many_threads_loads_every_row(tmp_path, emulator, monkeyp
 def test_a_wide_merge_loads_again_without_running_out_of_memory(tmp_path, emulator, monkeypatch):
     # A merge deduplicates every staged row at once: 128 MB, or what the insert alone
     # needs, failed it on two threads as on eight.
-    monkeypatch.setattr(loader, "duckdb_threads", lambda: MANY_THREADS)
+    monkeypatch.setattr(duckdb_memory, "duckdb_threads", lambda: MANY_THREADS)
     harness = LoaderHarness(tmp_path, emulator.url)
     rows = _write_wide_query(harness, "{{ config(primary_key='id', write_disposition='merge') }}")
 
