@@ -27,6 +27,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from sigma_source.dlt_steps import StepHooks, following_dlt_steps
+
 DUCKDB_ROW_GROUP_ROWS = 122_880
 # Measured need per thread (DuckDB 1.5, two and eight threads, six shapes of rows from 60
 # booleans to 30 strings of 25 characters, some mostly null): about 0.55 MiB per column plus
@@ -135,21 +137,14 @@ def machine_memory_bytes() -> int | None:
 def duckdb_memory_sized_to_each_load(pipeline_name: str, enabled: bool = True) -> Iterator[None]:
     """Size DuckDB's memory limit to each load of the pipeline while the block runs.
 
-    dlt calls its tracking modules (`dlt.pipeline.trace.TRACKING_MODULES`) as each step
-    starts. At the start of a load the files are written and DuckDB is not yet connected
-    to; the credentials' pragmas are applied to every connection the load then opens.
+    At the start of a load step the files are written and DuckDB is not yet connected to;
+    the credentials' pragmas are applied to every connection the load then opens.
     """
     if not enabled:
         yield
         return
-    from dlt.pipeline import trace
-
-    module = _SizingEachLoad(pipeline_name)
-    trace.TRACKING_MODULES.append(module)
-    try:
+    with following_dlt_steps(_SizingEachLoad(pipeline_name)):
         yield
-    finally:
-        trace.TRACKING_MODULES.remove(module)
 
 
 def duckdb_threads() -> int:
@@ -157,20 +152,10 @@ def duckdb_threads() -> int:
     return os.cpu_count() or 1
 
 
-class _SizingEachLoad:
-    """A dlt tracking module that sizes DuckDB's memory as a load of its pipeline starts."""
-
-    def __init__(self, pipeline_name: str) -> None:
-        self.pipeline_name = pipeline_name
-
-    def on_start_trace(self, trace: Any, step: str, pipeline: Any) -> None:
-        pass
-
-    def on_start_trace_step(self, trace: Any, step: str, pipeline: Any) -> None:
-        if step != "load" or pipeline.pipeline_name != self.pipeline_name:
-            return
+class _SizingEachLoad(StepHooks):
+    def step_started(self, step: str, pipeline: Any) -> None:
         credentials = pipeline.destination.config_params.get("credentials")
-        if credentials is None:
+        if step != "load" or credentials is None:
             return
         shapes = [
             insert_shape(path, merged=_is_merged(pipeline, path))
@@ -178,12 +163,6 @@ class _SizingEachLoad:
         ]
         memory = load_memory(shapes, threads=duckdb_threads(), machine_bytes=machine_memory_bytes())
         credentials.pragmas = memory.pragmas()
-
-    def on_end_trace_step(self, *args: Any) -> None:
-        pass
-
-    def on_end_trace(self, *args: Any) -> None:
-        pass
 
 
 def _is_merged(pipeline: Any, path: str) -> bool:

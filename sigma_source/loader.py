@@ -25,6 +25,7 @@ from dlt.common.pipeline import LoadInfo, get_dlt_pipelines_dir
 from dlt.load.exceptions import LoadClientJobException
 from dlt.pipeline.exceptions import PipelineStepFailed
 
+from sigma_source.dlt_steps import StepHooks, following_dlt_steps
 from sigma_source.duckdb_memory import duckdb_memory_sized_to_each_load
 from sigma_source.errors import ConfigError, SigmaLoadError
 from sigma_source.events import EventCallback, Phase, ProgressEvent
@@ -324,24 +325,21 @@ def reporting_dlt_steps(report: RunReport, pipeline_name: str) -> Iterator[None]
     if report.on_event is None:
         yield
         return
-    from dlt.pipeline import trace
-
-    steps = _QueryPhasesOverDltSteps(report.on_event, pipeline_name)
-    report.on_event = steps
-    trace.TRACKING_MODULES.append(steps)
+    phases = _QueryPhasesOverDltSteps(report.on_event, pipeline_name)
+    report.on_event = phases
     try:
-        yield
+        with following_dlt_steps(phases):
+            yield
     finally:
-        trace.TRACKING_MODULES.remove(steps)
-        report.on_event = steps.listener
+        report.on_event = phases.listener
 
 
-class _QueryPhasesOverDltSteps:
-    """The report's listener, and a dlt tracking module moving waiting queries on."""
+class _QueryPhasesOverDltSteps(StepHooks):
+    """The report's listener, moving the queries waiting for dlt's steps on."""
 
     def __init__(self, listener: EventCallback, pipeline_name: str) -> None:
+        super().__init__(pipeline_name)
         self.listener = listener
-        self.pipeline_name = pipeline_name
         self._latest: dict[str, ProgressEvent] = {}
         self._lock = threading.Lock()
 
@@ -350,33 +348,21 @@ class _QueryPhasesOverDltSteps:
             self._latest[event.query] = event
         self.listener(event)
 
-    def _advance(self, phase: str, to: Phase, message: str | None = None) -> None:
-        with self._lock:
-            moving = [event for event in self._latest.values() if event.phase == phase]
-        for event in moving:
-            self(replace(event, phase=to, message=message, at=time.monotonic()))
-
-    def on_start_trace(self, trace: Any, step: str, pipeline: Any) -> None:
-        pass
-
-    def on_start_trace_step(self, trace: Any, step: str, pipeline: Any) -> None:
-        if pipeline.pipeline_name != self.pipeline_name:
-            return
+    def step_started(self, step: str, pipeline: Any) -> None:
         if step == "normalize":
             self._advance("waiting", "waiting", NORMALIZING)
         elif step == "load":
             self._advance("waiting", "loading")
 
-    def on_end_trace_step(
-        self, trace: Any, step: Any, pipeline: Any, step_info: Any, send_state: bool
-    ) -> None:
-        if pipeline.pipeline_name != self.pipeline_name:
-            return
-        if step.step == "load" and step.step_exception is None:
+    def step_ended(self, step: str, pipeline: Any, *, failed: bool) -> None:
+        if step == "load" and not failed:
             self._advance("loading", "loaded")
 
-    def on_end_trace(self, trace: Any, pipeline: Any, send_state: bool) -> None:
-        pass
+    def _advance(self, phase: str, to: Phase, message: str | None = None) -> None:
+        with self._lock:
+            moving = [event for event in self._latest.values() if event.phase == phase]
+        for event in moving:
+            self(replace(event, phase=to, message=message, at=time.monotonic()))
 
 
 def loader_file_format(destination: str) -> str | None:
