@@ -306,8 +306,22 @@ def _duckdb_credentials(path: str, options: RunOptions) -> Any:
     from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
     memory_limit = options.duckdb_memory_limit or DUCKDB_MEMORY_LIMIT_OUTSIDE_LOADS
+    _check_duckdb_memory_limit(memory_limit)
     settings = {"preserve_insertion_order": False, "memory_limit": memory_limit}
     return DuckDbCredentials(path, global_config=settings)
+
+
+def _check_duckdb_memory_limit(value: str) -> None:
+    """Refuse a memory limit DuckDB cannot read, naming the option (DuckDB's own parser)."""
+    import duckdb
+
+    try:
+        duckdb.connect(":memory:", config={"memory_limit": value}).close()
+    except duckdb.Error:
+        raise ConfigError(
+            f"RunOptions.duckdb_memory_limit={value!r}: not a size DuckDB reads; give one "
+            "such as '2GB' or '512MB', or leave it unset to size it to each load"
+        ) from None
 
 
 NORMALIZING = "dlt is normalizing"

@@ -18,6 +18,7 @@ from sigma_source.duckdb_memory import (
     insert_shape,
     load_memory,
 )
+from sigma_source.errors import ConfigError
 from tests.loader_helpers import LoaderHarness
 
 MIB = 1 << 20
@@ -195,6 +196,18 @@ def test_the_limit_never_passes_duckdbs_own_default():
 
 def test_pragmas_set_duckdbs_limit_and_threads():
     assert LoadMemory(300 * MIB, 4).pragmas() == ["memory_limit='300MiB'", "threads=4"]
+
+
+def test_a_memory_limit_duckdb_cannot_read_is_refused_naming_the_option(tmp_path, emulator):
+    harness = LoaderHarness(tmp_path, emulator.url)
+    harness.write_query("few", "select id, amount from balance_transactions limit 10")
+
+    with pytest.raises(ConfigError) as refused:
+        harness.run(duckdb_memory_limit="lots")
+
+    assert str(refused.value).startswith("RunOptions.duckdb_memory_limit='lots': ")
+    assert "\n" not in str(refused.value)
+    assert not harness.duckdb_path.exists()  # refused before anything ran
 
 
 def test_a_memory_limit_the_caller_sets_is_kept_for_the_load(tmp_path, emulator):
