@@ -20,6 +20,7 @@ from sigma_source.project import load_query
 from sigma_source.source import rebuild_if_retyped
 from sigma_source.staging import (
     ROW_GROUP_ROWS,
+    ConstantColumn,
     StagingFile,
     StoredColumns,
     UntypedColumns,
@@ -74,6 +75,40 @@ def test_without_a_load_id_the_file_has_no_load_id_column(tmp_path):
     staging.close()
 
     assert pq.read_table(staging.path).column_names == ["id", RUN_ID_COLUMN]
+
+
+def test_every_row_of_a_many_block_file_carries_the_run_id_and_load_id(tmp_path):
+    query = write_query(tmp_path, "select n from numbers")
+    csv_path = write_csv(tmp_path, "n", [str(i) for i in range(ROWS)])
+
+    _, staging = stage(tmp_path, query, csv_path)
+
+    table = pq.read_table(staging.path)
+    assert table.num_rows == ROWS
+    assert table.column(RUN_ID_COLUMN).unique().to_pylist() == ["qry_123"]
+    assert table.column("_dlt_load_id").unique().to_pylist() == [LOAD_ID]
+    assert table.column(RUN_ID_COLUMN).null_count == 0
+
+
+@pytest.mark.parametrize("type_", [pa.string(), pa.dictionary(pa.int8(), pa.string())])
+def test_a_constant_column_has_the_length_and_type_each_batch_asks_for(type_):
+    column = ConstantColumn("qry_1", type_)
+
+    arrays = [column.of_length(rows) for rows in (3, 5, 2, 0, 5)]
+
+    assert [len(array) for array in arrays] == [3, 5, 2, 0, 5]
+    assert all(array.type == type_ for array in arrays)
+    assert all(array.to_pylist() == ["qry_1"] * len(array) for array in arrays)
+    assert all(array.null_count == 0 for array in arrays)
+
+
+def test_a_constant_column_is_built_once_for_batches_no_longer_than_the_first():
+    column = ConstantColumn("qry_1", pa.string())
+
+    first, shorter = column.of_length(100), column.of_length(40)
+
+    # A slice of the same buffers, not a new array of 40 values.
+    assert shorter.buffers()[2].address == first.buffers()[2].address
 
 
 def test_rows_are_written_in_row_groups_not_batch_by_batch(tmp_path):
