@@ -305,8 +305,9 @@ def _duckdb_credentials(path: str, options: RunOptions) -> Any:
     """
     from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
+    if options.duckdb_memory_limit:
+        _check_duckdb_memory_limit(options.duckdb_memory_limit)
     memory_limit = options.duckdb_memory_limit or DUCKDB_MEMORY_LIMIT_OUTSIDE_LOADS
-    _check_duckdb_memory_limit(memory_limit)
     settings = {"preserve_insertion_order": False, "memory_limit": memory_limit}
     return DuckDbCredentials(path, global_config=settings)
 
