@@ -55,6 +55,7 @@ def compile_package() -> None:
 class Measurement:
     seconds: float
     peak_mib: float
+    cpu_seconds: float | None = None  # user + system, all threads (None: not measured)
 
 
 class BenchmarkFailed(RuntimeError):
@@ -68,9 +69,10 @@ def measure(
     cwd: Path | None = None,
     label: str = "",
 ) -> Measurement:
-    """Run `command` to its end; its wall time (from here) and peak RSS (from /usr/bin/time)."""
+    """Run `command` to its end; its wall time (from here), and its peak RSS and CPU time
+    (user + system, every thread) from /usr/bin/time."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
-        wrapped = [TIME, "-f", "%M", "-o", report.name, *command]
+        wrapped = [TIME, "-f", "%M %U %S", "-o", report.name, *command]
         started = time.perf_counter()
         done = subprocess.run(
             wrapped,
@@ -84,10 +86,13 @@ def measure(
         if done.returncode != 0:
             tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
             raise BenchmarkFailed(f"{label or command[0]} exited {done.returncode}:\n{tail}")
-        peak_kib = int(report.read().strip().splitlines()[-1])
-    measurement = Measurement(seconds, peak_kib / 1024)
+        peak_kib, user, system = report.read().strip().splitlines()[-1].split()
+    measurement = Measurement(seconds, int(peak_kib) / 1024, float(user) + float(system))
     if label:
-        log(f"  {label:<36} {measurement.seconds:7.2f} s {measurement.peak_mib:7.0f} MiB")
+        log(
+            f"  {label:<36} {measurement.seconds:7.2f} s {measurement.peak_mib:7.0f} MiB "
+            f"{measurement.cpu_seconds:6.2f} s CPU"
+        )
     return measurement
 
 
@@ -120,6 +125,14 @@ class Series:
     @property
     def median_peak(self) -> float:
         return statistics.median(self.peaks)
+
+    @property
+    def cpu_seconds(self) -> list[float]:
+        return [run.cpu_seconds for run in self.runs if run.cpu_seconds is not None]
+
+    @property
+    def median_cpu_seconds(self) -> float | None:
+        return statistics.median(self.cpu_seconds) if self.cpu_seconds else None
 
 
 def repeat_interleaved(
