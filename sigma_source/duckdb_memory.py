@@ -154,8 +154,10 @@ def duckdb_threads() -> int:
 
 class _SizingEachLoad(StepHooks):
     def step_started(self, step: str, pipeline: Any) -> None:
+        if step != "load":
+            return
         credentials = pipeline.destination.config_params.get("credentials")
-        if step != "load" or credentials is None:
+        if credentials is None:
             return
         shapes = [
             insert_shape(path, merged=_is_merged(pipeline, path))
