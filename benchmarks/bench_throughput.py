@@ -29,6 +29,7 @@ from benchmarks.harness import (
     repeat_interleaved,
     run_sigma_load,
     scratch_dir,
+    with_file_size,
 )
 
 SIGMA_LOAD = "sigma-load run"
@@ -156,7 +157,8 @@ def _sigma_load(
 def _baseline(name: str, file_url: str) -> Measurement:
     with scratch_dir(name) as work:
         command = [PYTHON, "-m", "benchmarks.baselines", name, file_url, str(work)]
-        return measure(command, cwd=Path(__file__).resolve().parent.parent, label=name)
+        measurement = measure(command, cwd=Path(__file__).resolve().parent.parent, label=name)
+        return with_file_size(measurement, work / f"{name}.duckdb")
 
 
 def _check_rows(duckdb_file: Path, table: str, expected: int) -> None:

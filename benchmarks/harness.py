@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ class Measurement:
     seconds: float
     peak_mib: float
     cpu_seconds: float | None = None  # user + system, all threads (None: not measured)
+    file_mib: float | None = None  # the size of the DuckDB file it loaded (None: not one)
 
 
 class BenchmarkFailed(RuntimeError):
@@ -133,6 +134,10 @@ class Series:
     @property
     def median_cpu_seconds(self) -> float | None:
         return statistics.median(self.cpu_seconds) if self.cpu_seconds else None
+
+    @property
+    def file_mib(self) -> list[float]:
+        return [run.file_mib for run in self.runs if run.file_mib is not None]
 
 
 def repeat_interleaved(
@@ -316,9 +321,17 @@ def run_sigma_load(
         for _ in range(untimed_runs):
             measure(command, env=run_env, cwd=work)
         measurement = measure(command, env=run_env, cwd=work, label=label)
+        duckdb_file = work / "bench.duckdb"
         if verify is not None:
-            verify(work / "bench.duckdb")
+            verify(duckdb_file)
+        return with_file_size(measurement, duckdb_file)
+
+
+def with_file_size(measurement: Measurement, duckdb_file: Path) -> Measurement:
+    """`measurement` with the size of the DuckDB file its contender loaded, if there is one."""
+    if not duckdb_file.exists():
         return measurement
+    return replace(measurement, file_mib=duckdb_file.stat().st_size / (1 << 20))
 
 
 # --- the machine -------------------------------------------------------------------------------
