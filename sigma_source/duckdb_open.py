@@ -41,8 +41,10 @@ class _HoldingEachLoad(StepHooks):
         self._held: Any = None
 
     def step_started(self, step: str, pipeline: Any) -> None:
+        if step != "load" or self._held is not None:
+            return
         credentials = pipeline.destination.config_params.get("credentials")
-        if step != "load" or credentials is None or self._held is not None:
+        if credentials is None:
             return
         import duckdb
 

@@ -9,6 +9,7 @@ turns the per-query outcome into a result the caller can act on (exit non-zero o
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import os
 import re
@@ -338,16 +339,15 @@ def _duckdb_destination(credentials: Any) -> Any:
     """
     destination = dlt.destinations.duckdb(credentials=credentials)
     dlt_capabilities = destination.capabilities
-    resolved: list[Any] = []
+
+    @functools.cache
+    def configuration() -> Any:
+        # Credentials copied, as dlt does: resolving must not touch the ones loads use.
+        initial = destination.spec(credentials=credentials.copy())
+        return destination.configuration(initial, accept_partial=True)
 
     def capabilities(config: Any = None, naming: Any = None) -> Any:
-        if config is None:
-            if not resolved:
-                # Credentials copied, as dlt does: resolving must not touch the ones loads use.
-                initial = destination.spec(credentials=credentials.copy())
-                resolved.append(destination.configuration(initial, accept_partial=True))
-            config = resolved[0]
-        return dlt_capabilities(config, naming)
+        return dlt_capabilities(config if config is not None else configuration(), naming)
 
     destination.capabilities = capabilities
     return destination

@@ -3,6 +3,7 @@ and the destination's capabilities are those dlt would work out, resolved once a
 
 from __future__ import annotations
 
+import dlt
 import duckdb
 import pytest
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
@@ -100,7 +101,7 @@ def _only_holding_hooks() -> StepHooks:
 def test_capabilities_are_dlts_own(tmp_path):
     credentials = DuckDbCredentials(str(tmp_path / "caps.duckdb"))
     ours = loader._duckdb_destination(credentials).capabilities()
-    dlts = loader.dlt.destinations.duckdb(credentials=credentials).capabilities()
+    dlts = dlt.destinations.duckdb(credentials=credentials).capabilities()
 
     assert dict(ours) == dict(dlts)
 
