@@ -94,7 +94,11 @@ def config_error(error: Exception) -> ConfigError:
         )
     if isinstance(error, ConfigFieldMissingException) and error.fields:
         # A destination's setting, e.g. [destination.postgres] credentials.
-        sections = _looked_up_sections(error.traces[error.fields[0]])
+        trace = error.traces[error.fields[0]]
+        sections = _looked_up_sections(trace)
+        lacking = _credential_fields_lacking(trace)
+        if sections and lacking:
+            return _incomplete_credentials_error(sections, lacking)
         if sections:
             setting, table = ".".join(sections), ".".join(sections[:-1])
             return ConfigError(
@@ -106,6 +110,31 @@ def config_error(error: Exception) -> ConfigError:
         return ConfigError(f"{SECTION}.{error.field_name}: the value set is not {expected}")
     first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return ConfigError(f"configuration error: {first_line}")
+
+
+def _credential_fields_lacking(trace: Any) -> list[str]:
+    """The fields a credentials value lacks when it was given in part (a Postgres URL with no
+    password); none when it was not given at all."""
+    traces = trace if isinstance(trace, list) else [trace]
+    for lookup in traces:
+        given = getattr(lookup, "resolved_fields_set", None)
+        missing = getattr(lookup, "traces", None)
+        if given and isinstance(missing, dict) and missing:
+            return list(missing)
+    return []
+
+
+def _incomplete_credentials_error(sections: list[str], lacking: list[str]) -> ConfigError:
+    """`sections` name the credentials (destination, postgres, credentials)."""
+    setting, env = ".".join(sections), "__".join(sections).upper()
+    variables = " and ".join(f"{env}__{field.upper()}" for field in lacking)
+    them = "it" if len(lacking) == 1 else "them"
+    # dlt asks for a password even where the server asks for none (trust authentication).
+    url = " (a URL takes it as user:password@host)" if "password" in lacking else ""
+    return ConfigError(
+        f"{setting} is set but has no {' or '.join(lacking)}: add {them} to the "
+        f"credentials{url}, or set {variables}"
+    )
 
 
 def _looked_up_sections(trace: Any) -> list[str]:

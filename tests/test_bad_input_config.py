@@ -107,6 +107,22 @@ def test_a_missing_api_key_fails_the_cli_with_exit_2_saying_where_to_put_it(proj
     )
 
 
+def test_bigquery_credentials_given_in_part_fail_the_cli_naming_what_they_lack(project):
+    # Refused while dlt resolves the credentials, before any request to Google.
+    env = project.env()
+    env["DESTINATION__BIGQUERY__CREDENTIALS__PROJECT_ID"] = "analytics-prod"
+
+    done = project.cli("run", "--destination", "bigquery", env=env)
+
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: destination.bigquery.credentials is set but has no private_key or "
+        "client_email: add them to the credentials, or set "
+        "DESTINATION__BIGQUERY__CREDENTIALS__PRIVATE_KEY and "
+        "DESTINATION__BIGQUERY__CREDENTIALS__CLIENT_EMAIL"
+    )
+
+
 def test_a_mistyped_setting_fails_the_cli_with_exit_2_in_one_line(project):
     done = project.cli("run", env=project.env(SOURCES__SIGMA__POLL_TIMEOUT="half an hour"))
 

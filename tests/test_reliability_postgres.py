@@ -3,6 +3,8 @@ permanent one loads nothing and leaves the cursor, and the next run repairs."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 import pytest
 
 from sigma_source.emulator import Fault
@@ -86,6 +88,23 @@ def test_missing_postgres_credentials_fail_the_cli_with_exit_2_saying_where_to_p
     assert done.stderr.strip() == (
         "error: destination.postgres.credentials is not set: put it under "
         "[destination.postgres] in .dlt/secrets.toml or set DESTINATION__POSTGRES__CREDENTIALS"
+    )
+
+
+def test_postgres_credentials_without_a_password_fail_the_cli_naming_the_password(project):
+    # dlt asks for a password even where the server (trust authentication) would not.
+    env = project.env()
+    url = urlsplit(env["DESTINATION__POSTGRES__CREDENTIALS"])
+    without_password = url._replace(netloc=f"{url.username}@{url.hostname}:{url.port}")
+    env["DESTINATION__POSTGRES__CREDENTIALS"] = urlunsplit(without_password)
+
+    done = project.cli("run", env=env)
+
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: destination.postgres.credentials is set but has no password: add it to the "
+        "credentials (a URL takes it as user:password@host), or set "
+        "DESTINATION__POSTGRES__CREDENTIALS__PASSWORD"
     )
 
 
