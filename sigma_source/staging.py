@@ -41,7 +41,7 @@ DLT_LOAD_ID_COLUMN = "_dlt_load_id"
 # one row group per thread, has enough of them to share evenly among its threads. On 1M
 # balance transactions (2 cores), 64Ki rows against 128Ki: DuckDB's insert 1.14 s against
 # 1.21 s (16 groups keep both threads busy to the end, 8 left one idle), staging's peak
-# memory 20 MB lower, the file as large; 32Ki rows was no faster.
+# memory 20 MB lower, the DuckDB file as large; 32Ki rows was no faster.
 ROW_GROUP_ROWS = 64 * 1024
 # Compression of the staged file, by where it goes. DuckDB and Postgres (through ADBC) read it
 # once, from this disk: compressing only costs CPU (on 1M balance transactions, snappy took
