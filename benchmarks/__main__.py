@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -87,7 +86,7 @@ def run_suite(repeat: int, skip: set[str]) -> dict[str, Any]:
         with EmulatorProcess(scale=1_000_000) as emulator:
             if "1m" in one_million:
                 results["1m"] = bench_throughput.measure_throughput(
-                    emulator, 1_000_000, max(repeat, ONE_MILLION_RUNS_AT_LEAST)
+                    emulator, 1_000_000, one_million_runs(repeat)
                 )
             if "slow-link" in one_million:
                 results["slow-link"] = bench_throughput.measure_slow_link(
@@ -116,6 +115,12 @@ PROFILED_RUNS = 3
 # runs of the same 1M-row load took 2.8 to 4.5 s in one suite): its median needs more runs
 # than the suite's default.
 ONE_MILLION_RUNS_AT_LEAST = 7
+
+
+def one_million_runs(repeat: int) -> int:
+    return max(repeat, ONE_MILLION_RUNS_AT_LEAST)
+
+
 # The target for 1M rows to DuckDB, as a fraction of the limit's speed.
 THROUGHPUT_TARGET = 0.7
 
@@ -179,7 +184,7 @@ def render(results: dict[str, Any], machine: list[str], repeat: int, minutes: fl
         "# Benchmarks",
         "",
         f"Written by `make bench` (`python -m benchmarks`) on {when}, in {minutes:.1f} min. "
-        f"Medians of {repeat} runs per contender ({max(repeat, ONE_MILLION_RUNS_AT_LEAST)} for "
+        f"Medians of {repeat} runs per contender ({one_million_runs(repeat)} for "
         f"1M rows into DuckDB, {max(repeat, PARSE_RUNS_AT_LEAST)} for the parse only; min–max "
         "in brackets), contenders "
         "interleaved; every ratio compares with a baseline measured in the same run. Each "
@@ -293,7 +298,7 @@ def _target_rows(results: dict[str, Any]) -> list[str]:
 
 
 def _series_rows(series: dict[str, Series], rows: int, baseline: str) -> list[str]:
-    with_files = any(runs.file_mib for runs in series.values())
+    with_files = any(runs.median_file_mib is not None for runs in series.values())
     lines = [
         "| contender | wall time | rows/s | speed vs baseline | peak RSS | CPU time |"
         + (" DuckDB file |" if with_files else ""),
@@ -307,7 +312,8 @@ def _series_rows(series: dict[str, Series], rows: int, baseline: str) -> list[st
             f"{base / runs.median_seconds:.2f}× | {span(runs.peaks, 'MiB', 0)} | {cpu} |"
         )
         if with_files:
-            line += f" {statistics.median(runs.file_mib):.0f} MiB |" if runs.file_mib else " |"
+            size = runs.median_file_mib
+            line += f" {size:.0f} MiB |" if size is not None else " |"
         lines.append(line)
     return lines
 

@@ -136,8 +136,9 @@ class Series:
         return statistics.median(self.cpu_seconds) if self.cpu_seconds else None
 
     @property
-    def file_mib(self) -> list[float]:
-        return [run.file_mib for run in self.runs if run.file_mib is not None]
+    def median_file_mib(self) -> float | None:
+        sizes = [run.file_mib for run in self.runs if run.file_mib is not None]
+        return statistics.median(sizes) if sizes else None
 
 
 def repeat_interleaved(
